@@ -1,0 +1,13 @@
+# The two commands of the README's Quick start.
+#   make lab   set everything up, then open the course in JupyterLab on lab 00
+#   make test  set everything up, then run the whole test suite, every notebook included (ci preset)
+.PHONY: lab test setup
+
+setup:
+	bash scripts/setup.sh
+
+lab: setup
+	HF_HUB_OFFLINE=1 .venv/bin/jupyter lab labs/00_meet_the_base_model.ipynb
+
+test: setup
+	bash scripts/test.sh

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install the kit with the versions the course was tested with (constraints.txt).
+# Re-running is cheap: it reinstalls only when pyproject.toml or constraints.txt changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" - <<'PY' || { echo "The RLHF Lab Kit needs Python >= 3.10 (set PYTHON=/path/to/python3.x)." >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.rlhf-kit-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv/bin/python -m pip install --upgrade --quiet pip
+    # torch is pinned in constraints.txt: an unpinned torch would pull several GB of CUDA packages.
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+    echo "$want" > "$stamp"
+fi
+.venv/bin/python -c "import rlhf_kit, torch, transformers, trl; print('rlhf-kit ready: torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__)"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, then every notebook in solutions/ and labs/ under nbval, all in the `ci`
+# preset, in a fresh throw-away workspace so nothing built earlier by hand is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RLHF_KIT_PRESET=ci HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+export RLHF_KIT_HOME="$(mktemp -d -t rlhf-kit-test-XXXXXX)"
+trap 'rm -rf "$RLHF_KIT_HOME"' EXIT
+.venv/bin/rlhf-kit build-labs --check
+.venv/bin/python -m pytest -p no:cacheprovider --nbval-lax --durations=15 tests solutions labs "$@"
