@@ -1,0 +1,75 @@
+"""`rlhf-kit`: the command line. Training subcommands share --preset/--workspace/--seed/--json; with --json the
+last line printed is one JSON object of the stage's metrics (progress bars go to stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .presets import PRESETS
+from .workspace import Workspace, WorkspaceError
+
+# subcommand -> (workspace stage it (re)builds, help)
+TRAINING = {
+    "pretrain": ("base", "build the toy world if needed, train the tokenizer and pretrain the tiny base model"),
+    "sft": ("sft", "fine-tune the base model on demonstrations; report gold reward and format rate before/after"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf-kit", description="The RLHF Lab Kit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="check the environment and print a table")
+    doctor.add_argument("--workspace", help="workspace home (default: $RLHF_KIT_HOME or ./workspace)")
+
+    labs = sub.add_parser("build-labs", help="generate labs/*.ipynb from solutions/*.ipynb")
+    labs.add_argument("--check", action="store_true", help="exit 1 if labs/ is out of date; write nothing")
+    labs.add_argument("--solutions", default="solutions")
+    labs.add_argument("--labs", default="labs")
+
+    for name, (_, text) in TRAINING.items():
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--preset", choices=list(PRESETS), default=None,
+                       help="run size (default: $RLHF_KIT_PRESET or lab)")
+        p.add_argument("--workspace", default=None, help="workspace home (default: $RLHF_KIT_HOME or ./workspace)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "doctor":
+            from . import doctor
+
+            return doctor.main(args.workspace)
+        if args.command == "build-labs":
+            from .notebooks import build_labs
+
+            changed = build_labs(args.solutions, args.labs, check=args.check)
+            if args.check and changed:
+                print("labs/ is out of date with solutions/: " + ", ".join(changed)
+                      + ". Run `rlhf-kit build-labs`.", file=sys.stderr)
+                return 1
+            print(("stale: " if args.check else "wrote: ") + (", ".join(changed) or "nothing"))
+            return 0
+        stage = TRAINING[args.command][0]
+        ws = Workspace(args.preset, args.workspace, args.seed)
+        ws.build(stage)
+        metrics = ws.metrics(stage)
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            for key, value in metrics.items():
+                print(f"{key:>22}: {value}")
+        return 0
+    except (ValueError, WorkspaceError, FileNotFoundError) as error:
+        print(f"rlhf-kit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Run sizes: `ci` (seconds per stage, for tests), `lab` (minutes on a laptop CPU), `gpu` (larger).
+
+Pick one by argument or with the environment variable RLHF_KIT_PRESET; the default is `lab`.
+Every stage reads its sizes from the preset, so the same notebook runs in CI, on a laptop and on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+
+ENV_VAR = "RLHF_KIT_PRESET"
+DEFAULT = "lab"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    # --- the toy world ---
+    n_corpus_docs: int          # plain pretraining documents ("review pages")
+    n_demos: int                # SFT demonstrations
+    n_heldout: int              # held-out instruction prompts used for evaluation
+    # --- the tiny GPT-2 ---
+    vocab_size: int             # byte-level BPE vocabulary size
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_positions: int            # context length in tokens
+    # --- pretraining ---
+    pretrain_steps: int
+    pretrain_batch_size: int
+    pretrain_lr: float
+    # --- supervised fine-tuning ---
+    sft_steps: int
+    sft_batch_size: int
+    sft_lr: float
+    # --- evaluation ---
+    max_new_tokens: int         # generation budget for a response
+    eval_temperature: float     # sampling temperature when evaluating a policy
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "ci": Preset(
+        name="ci",
+        n_corpus_docs=600, n_demos=400, n_heldout=32,
+        vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=128,
+        pretrain_steps=300, pretrain_batch_size=16, pretrain_lr=3e-3,
+        sft_steps=200, sft_batch_size=16, sft_lr=2e-3,
+        max_new_tokens=64, eval_temperature=0.7,
+    ),
+    "lab": Preset(
+        name="lab",
+        n_corpus_docs=3000, n_demos=2000, n_heldout=64,
+        vocab_size=1024, n_layer=4, n_head=4, n_embd=128, n_positions=128,
+        pretrain_steps=450, pretrain_batch_size=32, pretrain_lr=2e-3,
+        sft_steps=300, sft_batch_size=32, sft_lr=1e-3,
+        max_new_tokens=72, eval_temperature=0.7,
+    ),
+    "gpu": Preset(
+        name="gpu",
+        n_corpus_docs=20000, n_demos=8000, n_heldout=256,
+        vocab_size=2048, n_layer=6, n_head=8, n_embd=256, n_positions=256,
+        pretrain_steps=3000, pretrain_batch_size=64, pretrain_lr=1e-3,
+        sft_steps=1000, sft_batch_size=64, sft_lr=5e-4,
+        max_new_tokens=72, eval_temperature=0.7,
+    ),
+}
+
+
+def get_preset(name: str | Preset | None = None, **overrides) -> Preset:
+    """The preset called `name`, else the one named by $RLHF_KIT_PRESET, else `lab`.
+
+    Keyword overrides replace single fields, e.g. `get_preset("ci", sft_steps=50)`.
+    """
+    if isinstance(name, Preset):
+        preset = name
+    else:
+        chosen = name or os.environ.get(ENV_VAR) or DEFAULT
+        if chosen not in PRESETS:
+            source = "" if name else f" (from ${ENV_VAR})"
+            raise ValueError(
+                f"Unknown preset {chosen!r}{source}. Choose one of: {', '.join(PRESETS)} "
+                f"(e.g. --preset ci, or export {ENV_VAR}=lab)."
+            )
+        preset = PRESETS[chosen]
+    return replace(preset, **overrides) if overrides else preset

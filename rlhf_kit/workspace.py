@@ -1,0 +1,157 @@
+"""The workspace: one directory holding every stage's artefacts, and `ensure(stage)` to hand them between labs.
+
+Layout: `<home>/<preset>-seed<seed>/<stage>/`, where home is $RLHF_KIT_HOME or, by default, the git-ignored
+`workspace/` folder of the repository. A stage directory counts as finished only when it holds `DONE.json`
+(its metrics). Stages are built in a temporary sibling directory and renamed into place at the very end, so
+an interrupted run leaves no half-written artefact that could be mistaken for a finished one.
+
+    from rlhf_kit.workspace import ensure
+    sft_dir = ensure("sft")      # builds world -> base -> sft if any is missing, with progress bars
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from .presets import Preset, get_preset
+
+ENV_VAR = "RLHF_KIT_HOME"
+DONE_FILE = "DONE.json"
+
+
+class WorkspaceError(RuntimeError):
+    """A stage artefact is missing or incomplete."""
+
+
+def default_home() -> Path:
+    """$RLHF_KIT_HOME, else `workspace/` in the repository checkout, else ~/.cache/rlhf-kit."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists():
+        return repo / "workspace"
+    return Path.home() / ".cache" / "rlhf-kit"
+
+
+# Each stage: the stages it needs, and the dotted path of its builder, `build(ws, out_dir, **kwargs) -> metrics`.
+# Builders are imported lazily so that importing the workspace stays cheap.
+STAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "world": ((), "rlhf_kit.workspace:build_world"),
+    "base": (("world",), "rlhf_kit.models:build_base"),
+    "sft": (("base",), "rlhf_kit.sft:build_sft"),
+}
+
+# What a learner runs to (re)build a stage by hand.
+COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft"}
+
+
+def _builder(stage: str) -> Callable:
+    module_name, func_name = STAGES[stage][1].split(":")
+    module = __import__(module_name, fromlist=[func_name])
+    return getattr(module, func_name)
+
+
+class Workspace:
+    """The artefacts of one preset and seed."""
+
+    def __init__(self, preset: str | Preset | None = None, home: str | os.PathLike | None = None, seed: int = 0):
+        self.preset = get_preset(preset)
+        self.seed = int(seed)
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.root = self.home / f"{self.preset.name}-seed{self.seed}"
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    def path(self, stage: str) -> Path:
+        _check_stage(stage)
+        return self.root / stage
+
+    def is_done(self, stage: str) -> bool:
+        return (self.path(stage) / DONE_FILE).is_file()
+
+    def require(self, stage: str) -> Path:
+        """The finished directory of `stage`, or a WorkspaceError that says what to run."""
+        path = self.path(stage)
+        fix = (f"Run `rlhf-kit {COMMANDS[stage]} --preset {self.preset.name} --seed {self.seed}`, "
+               f"or `ensure({stage!r})` in a notebook, to build it.")
+        if not path.exists():
+            raise WorkspaceError(f"The {stage!r} artefact is missing: {path} does not exist. {fix}")
+        if not self.is_done(stage):
+            raise WorkspaceError(
+                f"The {stage!r} artefact at {path} is incomplete (no {DONE_FILE}): an earlier run was "
+                f"interrupted. {fix} (ensure() replaces the incomplete copy.)"
+            )
+        return path
+
+    def metrics(self, stage: str) -> dict:
+        return json.loads((self.require(stage) / DONE_FILE).read_text())
+
+    @contextmanager
+    def writing(self, stage: str):
+        """Yield a temporary directory; on success, mark it finished and move it into place atomically."""
+        target = self.path(stage)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{stage}.tmp-{os.getpid()}-{time.time_ns()}"
+        tmp.mkdir()
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not (tmp / DONE_FILE).is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise WorkspaceError(f"Building {stage!r} wrote no {DONE_FILE}; the stage builder is broken.")
+        old = None
+        if target.exists():
+            old = self.root / f".{stage}.old-{os.getpid()}-{time.time_ns()}"
+            target.rename(old)
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def build(self, stage: str, **kwargs) -> Path:
+        """(Re)build `stage`, first ensuring the stages it depends on. kwargs go to the stage builder
+        (for example `callback=` for a live loss curve)."""
+        _check_stage(stage)
+        for dependency in STAGES[stage][0]:
+            self.ensure(dependency)
+        started = time.perf_counter()
+        with self.writing(stage) as out_dir:
+            metrics = _builder(stage)(self, out_dir, **kwargs)
+            metrics = {"stage": stage, "preset": self.preset.name, "seed": self.seed,
+                       **metrics, "seconds": round(time.perf_counter() - started, 2)}
+            (out_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        return self.path(stage)
+
+    def ensure(self, stage: str) -> Path:
+        """The finished directory of `stage`, building it (and anything it needs) if missing or incomplete."""
+        if self.is_done(stage):
+            return self.path(stage)
+        return self.build(stage)
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}. Stages are: {', '.join(STAGES)}.")
+
+
+def ensure(stage: str, preset: str | Preset | None = None, home=None, seed: int = 0) -> Path:
+    """`Workspace(preset, home, seed).ensure(stage)`: build whatever is missing, return the stage directory."""
+    return Workspace(preset, home, seed).ensure(stage)
+
+
+def build_world(ws: Workspace, out_dir: Path) -> dict:
+    """Workspace stage `world`: generate the toy corpus, demonstrations and held-out prompts."""
+    from . import world
+
+    p = ws.preset
+    generated = world.build_world(ws.seed, p.n_corpus_docs, p.n_demos, p.n_heldout)
+    world.save_world(generated, out_dir)
+    return {"corpus_docs": len(generated.corpus), "demos": len(generated.demos), "heldout": len(generated.heldout)}

@@ -1,0 +1,46 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rlhf_kit.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "rlhf_kit.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, **(env or {})}, timeout=900)
+
+
+def test_sft_ci_json_shows_gold_reward_rising(tmp_path):
+    """The issue's acceptance check: `rlhf-kit sft --preset ci --json` shows gold after SFT above before."""
+    result = run_cli("sft", "--preset", "ci", "--workspace", str(tmp_path), "--seed", "0", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("gold_reward_before", "gold_reward_after", "format_rate_before", "format_rate_after", "seconds"):
+        assert key in metrics
+    assert metrics["gold_reward_after"] > metrics["gold_reward_before"] + 0.5, metrics
+    assert metrics["format_rate_after"] > metrics["format_rate_before"], metrics
+    # pretrain then reuses the world and writes its own JSON
+    result = run_cli("pretrain", "--preset", "ci", "--workspace", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["stage"] == "base"
+
+
+def test_unknown_preset_from_environment_is_one_clear_error(tmp_path):
+    result = run_cli("pretrain", "--workspace", str(tmp_path), env={"RLHF_KIT_PRESET": "huge"})
+    assert result.returncode == 2
+    assert "Unknown preset 'huge'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_preset_argument_is_rejected():
+    with pytest.raises(SystemExit):
+        main(["sft", "--preset", "huge"])
+
+
+def test_build_labs_check_passes_on_the_repository():
+    result = run_cli("build-labs", "--check")
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,115 @@
+"""Each checker accepts the reference and rejects typical wrong implementations with the hint for that mistake.
+
+The wrong implementations here are written independently of the checker's own catalogue, the way a learner
+would write them, so a test fails if the test vectors stop telling a mistake apart.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rlhf_kit import losses
+from rlhf_kit.exercises import EXERCISES, check, reference, verify
+
+
+def test_reference_passes():
+    ok, message = verify("sft_loss", losses.sft_loss)
+    assert ok, message
+    assert "passed" in message
+
+
+def test_alternative_correct_implementation_passes():
+    """A loop-based but correct version is accepted: the checker compares values, not code."""
+    def loop_sft_loss(logits, input_ids, response_mask):
+        total, count = 0.0, 0
+        for b in range(logits.shape[0]):
+            for t in range(1, logits.shape[1]):
+                if response_mask[b, t]:
+                    total = total - torch.log_softmax(logits[b, t - 1], -1)[input_ids[b, t]]
+                    count += 1
+        return total / count
+
+    ok, message = verify("sft_loss", loop_sft_loss)
+    assert ok, message
+
+
+def _nll(logits, input_ids):
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1),
+                           reduction="none").view(input_ids.shape[0], -1)
+
+
+WRONG = {
+    "Did you shift": lambda logits, input_ids, response_mask: (
+        F.cross_entropy(logits.flatten(0, 1), input_ids.flatten(), reduction="none").view(input_ids.shape)
+        * response_mask).sum() / response_mask.sum(),
+    "includes prompt and padding": lambda logits, input_ids, response_mask: F.cross_entropy(
+        logits[:, :-1].flatten(0, 1), input_ids[:, 1:].flatten()),
+    "not shifted with the targets": lambda logits, input_ids, response_mask: (
+        (_nll(logits, input_ids) * response_mask[:, :-1]).sum() / response_mask[:, :-1].sum()),
+    "You summed": lambda logits, input_ids, response_mask: (_nll(logits, input_ids) * response_mask[:, 1:]).sum(),
+    "divided by every position": lambda logits, input_ids, response_mask: (
+        _nll(logits, input_ids) * response_mask[:, 1:]).mean(),
+    "within each sequence": lambda logits, input_ids, response_mask: torch.stack([
+        _nll(logits, input_ids)[b][response_mask[b, 1:].bool()].mean() for b in range(len(logits))]).mean(),
+    "Wrong sign": lambda logits, input_ids, response_mask: (
+        -(_nll(logits, input_ids) * response_mask[:, 1:]).sum() / response_mask[:, 1:].sum()),
+}
+
+
+@pytest.mark.parametrize("hint", list(WRONG))
+def test_typical_mistakes_are_named(hint):
+    ok, message = verify("sft_loss", WRONG[hint])
+    assert not ok
+    assert hint in message, message
+
+
+def test_catalogue_hints_are_all_covered():
+    """Every hint in the checker's catalogue is exercised by an independent wrong implementation above."""
+    hints = [m.hint for m in EXERCISES["sft_loss"].mistakes]
+    assert all(any(key in h for key in WRONG) for h in hints)
+
+
+def test_unimplemented_exception_and_shape_errors():
+    def stub(logits, input_ids, response_mask):
+        raise NotImplementedError
+
+    def crashes(logits, input_ids, response_mask):
+        return logits[999]
+
+    def per_token(logits, input_ids, response_mask):
+        return _nll(logits, input_ids)
+
+    assert verify("sft_loss", stub) == (False, "sft_loss is not implemented yet.")
+    ok, message = verify("sft_loss", crashes)
+    assert not ok and "IndexError" in message
+    ok, message = verify("sft_loss", per_token)
+    assert not ok and "0-dim" in message
+    ok, message = verify("sft_loss", lambda logits, input_ids, response_mask: 1.0)
+    assert not ok and "torch tensor" in message
+
+
+def test_unknown_exercise():
+    with pytest.raises(KeyError, match="Known exercises"):
+        verify("no_such_exercise", losses.sft_loss)
+
+
+def test_check_returns_own_function_or_reference(capsys):
+    assert check("sft_loss", losses.sft_loss) is losses.sft_loss
+    assert "✅" in capsys.readouterr().out
+
+    def stub(logits, input_ids, response_mask):
+        raise NotImplementedError
+
+    assert check("sft_loss", stub) is reference("sft_loss")
+    out = capsys.readouterr().out
+    assert "not implemented" in out and "Using the reference implementation" in out
+
+
+def test_checker_does_not_mutate_inputs_between_calls():
+    """A learner function that edits its inputs in place must not corrupt the reference comparison."""
+    def in_place(logits, input_ids, response_mask):
+        result = losses.sft_loss(logits, input_ids, response_mask)
+        logits.zero_()
+        return result
+
+    assert verify("sft_loss", in_place)[0]

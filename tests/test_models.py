@@ -1,0 +1,94 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, ViTConfig
+
+from rlhf_kit.models import (check_tokenizer, generate, load_causal_lm, pretrain, tiny_gpt2, token_stream,
+                             train_tokenizer)
+from rlhf_kit.world import build_world
+
+TEXTS = ["This comedy about a dog is a delight!", "A dull horror film about a robot.",
+         "### Instruction:\nWrite a positive review of a drama about a chef.\n### Response:\n"] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, vocab_size=300)
+
+
+def test_tokenizer_round_trips_and_has_distinct_pad_and_eos(tokenizer, tmp_path):
+    assert tokenizer.pad_token_id is not None and tokenizer.eos_token_id is not None
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    text = "Unseen words survive byte-level BPE: Zürich, 42 ✓"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    tokenizer.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    assert again(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert again.pad_token == tokenizer.pad_token
+
+
+def test_tiny_gpt2_saves_and_reloads_with_auto_classes(tokenizer, tmp_path, micro_preset):
+    torch.manual_seed(0)
+    model = tiny_gpt2(micro_preset, tokenizer).eval()
+    assert model.config.resid_pdrop == model.config.attn_pdrop == model.config.embd_pdrop == 0.0
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True).eval()
+    ids = torch.tensor([tokenizer(TEXTS[0])["input_ids"]])
+    assert torch.allclose(model(ids).logits, again(ids).logits, atol=1e-6)
+    loaded, loaded_tok = load_causal_lm(tmp_path)
+    assert loaded.config.pad_token_id == loaded_tok.pad_token_id
+
+
+def test_pretraining_lowers_the_loss(tokenizer, micro_preset):
+    torch.manual_seed(0)
+    model = tiny_gpt2(micro_preset, tokenizer)
+    seen = []
+    pretrain(model, tokenizer, build_world(0, 60, 10, 2).corpus, steps=40, batch_size=8, lr=3e-3, seq_len=64,
+             callback=lambda step, loss: seen.append(loss))
+    assert len(seen) == 40
+    assert sum(seen[-5:]) / 5 < 0.7 * sum(seen[:5]) / 5
+
+
+def test_token_stream_separates_documents_with_eos(tokenizer):
+    stream = token_stream(tokenizer, ["a b", "c"])
+    assert (stream == tokenizer.eos_token_id).sum() == 2 and stream[-1] == tokenizer.eos_token_id
+
+
+def test_load_errors_name_the_problem(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="no config.json"):
+        load_causal_lm(tmp_path / "nowhere")
+    ViTConfig().save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match="not a causal language model"):
+        load_causal_lm(tmp_path / "vit")
+
+
+def test_tokenizer_without_pad_or_with_pad_equal_eos_is_rejected(tokenizer, tmp_path):
+    no_pad = train_tokenizer(TEXTS, vocab_size=300)
+    no_pad.pad_token = None
+    with pytest.raises(ValueError, match="no pad token"):
+        check_tokenizer(no_pad)
+    same = train_tokenizer(TEXTS, vocab_size=300)
+    same.pad_token = same.eos_token
+    with pytest.raises(ValueError, match="pad token equals the eos token"):
+        check_tokenizer(same)
+    # and through the loader, from a saved directory
+    GPT2Config(vocab_size=len(same), n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path)
+    same.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pad token equals the eos token"):
+        load_causal_lm(tmp_path)
+
+
+def test_batched_left_padded_generation_matches_one_at_a_time(micro_ws):
+    model, tok = load_causal_lm(micro_ws.path("base"))
+    prompts = ["This", "### Instruction:\nWrite a negative review of a horror about a ghost.\n### Response:\n",
+               "A charming musical"]
+    batched = generate(model, tok, prompts, max_new_tokens=12, temperature=0)
+    single = [generate(model, tok, [p], max_new_tokens=12, temperature=0)[0] for p in prompts]
+    assert batched == single
+    assert tok.padding_side == "right"  # restored after generation
+
+
+def test_generate_rejects_no_prompts(micro_ws):
+    model, tok = load_causal_lm(micro_ws.path("base"))
+    with pytest.raises(ValueError, match="empty list of prompts"):
+        generate(model, tok, [], max_new_tokens=4)

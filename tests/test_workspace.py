@@ -1,0 +1,81 @@
+import json
+import os
+
+import pytest
+
+from rlhf_kit.workspace import DONE_FILE, Workspace, WorkspaceError, default_home
+
+
+def test_default_home_env_and_repo(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLHF_KIT_HOME", str(tmp_path))
+    assert default_home() == tmp_path
+    monkeypatch.delenv("RLHF_KIT_HOME")
+    assert default_home().name == "workspace"
+
+
+def test_layout_per_preset_and_seed(tmp_path):
+    ws = Workspace("ci", home=tmp_path, seed=3)
+    assert ws.path("sft") == tmp_path / "ci-seed3" / "sft"
+
+
+def test_unknown_stage(tmp_path):
+    with pytest.raises(ValueError, match="Unknown stage 'reward_model'.*world, base, sft"):
+        Workspace("ci", home=tmp_path).path("reward_model")
+
+
+def test_ensure_builds_the_chain_with_done_markers(micro_ws):
+    for stage in ("world", "base", "sft"):
+        assert (micro_ws.path(stage) / DONE_FILE).is_file()
+        assert micro_ws.metrics(stage)["stage"] == stage
+    assert (micro_ws.path("sft") / "config.json").is_file()
+    # no temporary directories are left behind
+    assert not [p for p in micro_ws.root.iterdir() if p.name.startswith(".")]
+
+
+def test_ensure_does_not_rebuild_a_finished_stage(micro_ws):
+    before = (micro_ws.path("base") / DONE_FILE).stat().st_mtime_ns
+    micro_ws.ensure("base")
+    assert (micro_ws.path("base") / DONE_FILE).stat().st_mtime_ns == before
+
+
+def test_missing_artefact_error_says_what_to_run(tmp_path):
+    ws = Workspace("ci", home=tmp_path)
+    with pytest.raises(WorkspaceError, match=r"'sft' artefact is missing.*rlhf-kit sft --preset ci"):
+        ws.require("sft")
+
+
+def test_half_written_artefact_is_not_mistaken_for_finished(tmp_path, micro_preset):
+    ws = Workspace(micro_preset, home=tmp_path)
+    ws.path("world").mkdir(parents=True)
+    (ws.path("world") / "corpus.jsonl").write_text('{"text": "half a fi')   # an interrupted write
+    assert not ws.is_done("world")
+    with pytest.raises(WorkspaceError, match="incomplete.*interrupted"):
+        ws.require("world")
+    ws.ensure("world")                                  # replaces it with a finished copy
+    assert ws.is_done("world")
+    assert json.loads((ws.path("world") / DONE_FILE).read_text())["demos"] == micro_preset.n_demos
+
+
+def test_interrupted_build_leaves_previous_artefact_intact(tmp_path, micro_preset):
+    ws = Workspace(micro_preset, home=tmp_path)
+    ws.ensure("world")
+    done_before = (ws.path("world") / DONE_FILE).read_text()
+
+    class Interrupted(Exception):
+        pass
+
+    with pytest.raises(Interrupted):
+        with ws.writing("world") as tmp:
+            (tmp / "corpus.jsonl").write_text("partial")
+            raise Interrupted
+    assert (ws.path("world") / DONE_FILE).read_text() == done_before
+    assert not [p for p in ws.root.iterdir() if p.name.startswith(".")]
+
+
+def test_rebuild_replaces_atomically(tmp_path, micro_preset):
+    ws = Workspace(micro_preset, home=tmp_path)
+    ws.ensure("world")
+    first = os.stat(ws.path("world") / DONE_FILE).st_ino
+    ws.build("world")
+    assert ws.is_done("world")
+    assert os.stat(ws.path("world") / DONE_FILE).st_ino != first
