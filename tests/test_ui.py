@@ -1,0 +1,110 @@
+"""Notebook widgets driven from code: quiz feedback and score, live-curve history and throttled redraws."""
+
+import pytest
+
+from rlhf_kit.ui import LiveCurve, Question, Quiz, quiz
+from rlhf_kit.ui import live
+
+QUESTIONS = [
+    {"text": "Which model does the KL penalty compare the policy with?",
+     "options": ["The reward model", "The reference model", "The value head"],
+     "answer": 1, "explanation": "The frozen SFT model the policy started from."},
+    {"text": "Does a reward model output one number per sequence?",
+     "options": ["Yes", "No"], "answer": 0, "explanation": "It scores the whole response."},
+]
+
+
+def test_quiz_feedback_and_score():
+    q = quiz(QUESTIONS)
+    assert isinstance(q, Quiz) and isinstance(q.questions[0], Question)
+    assert all(radio.value is None for radio in q.radios)
+    assert q.score == (0, 2)
+
+    q.buttons[0].click()
+    assert q.feedback[0].value == "Pick an answer first."
+
+    q.radios[0].value = "The reward model"
+    q.buttons[0].click()
+    assert "Not quite: The frozen SFT model the policy started from." in q.feedback[0].value
+    assert q.score == (0, 2)
+
+    q.radios[0].value = "The reference model"
+    q.buttons[0].click()
+    assert "Correct: The frozen SFT model the policy started from." in q.feedback[0].value
+    assert q.check(1) is False
+    q.radios[1].value = "Yes"
+    assert q.check(1) is True
+    assert q.score == (2, 2)
+
+
+def test_quiz_displays_its_widget():
+    q = quiz([Question(**QUESTIONS[1])])
+    assert "application/vnd.jupyter.widget-view+json" in q._repr_mimebundle_()
+    assert q.widget.children
+
+
+def test_question_rejects_bad_answer_index():
+    with pytest.raises(ValueError):
+        Question(text="?", options=["a", "b"], answer=2, explanation="")
+
+
+class FakeHandle:
+    """Stands in for IPython's DisplayHandle, counting in-place updates."""
+
+    def __init__(self):
+        self.updates = 0
+
+    def update(self, obj):
+        self.updates += 1
+
+
+@pytest.fixture
+def fake_display(monkeypatch):
+    """Replace live.display with one that records what was displayed and returns a FakeHandle."""
+    shown = []
+
+    def display(obj):
+        shown.append(FakeHandle())
+        return shown[-1]
+
+    monkeypatch.setattr(live, "display", display)
+    return shown
+
+
+def test_curve_outside_ipython_keeps_history():
+    curve = LiveCurve(metrics=("loss", ("reward", "kl")), every_seconds=0)
+    for step in range(100):
+        curve(step, loss=1.0 / (step + 1), reward=step, kl=0.5)
+    curve.update(100, lr=1e-3)
+    curve.close()
+    assert len(curve.history["loss"]) == 100
+    assert curve.history["loss"][-1] == (99, 0.01)
+    assert curve.history["reward"][3] == (3, 3.0)
+    assert curve.history["lr"] == [(100, 0.001)]
+
+
+def test_curve_updates_in_place_every_call(fake_display):
+    curve = LiveCurve(every_seconds=0)
+    for step in range(5):
+        curve(step, loss=float(step))
+    assert len(fake_display) == 1
+    assert fake_display[0].updates == 4
+    curve.close()
+    assert fake_display[0].updates == 5
+
+
+def test_curve_throttles_redraws(fake_display):
+    curve = LiveCurve(every_seconds=3600)
+    for step in range(50):
+        curve(step, loss=float(step))
+    assert len(fake_display) == 1
+    assert fake_display[0].updates == 0
+    curve.close()
+    assert fake_display[0].updates == 1
+
+
+def test_curve_renders_png():
+    curve = LiveCurve(metrics=("loss", ("reward", "kl"), "entropy"), title="PPO", ncols=2)
+    for step in range(10):
+        curve(step, loss=1.0 / (step + 1), reward=step, kl=0.01 * step, entropy=2.0)
+    assert curve._repr_png_().startswith(b"\x89PNG")
