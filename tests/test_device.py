@@ -1,0 +1,35 @@
+import random
+
+import pytest
+import torch
+
+from rlhf_kit.device import autocast, autocast_dtype, describe_device, pick_device, seed_everything
+
+
+def test_cpu_here_and_forcing(monkeypatch):
+    monkeypatch.delenv("RLHF_KIT_DEVICE", raising=False)
+    if not torch.cuda.is_available():
+        assert pick_device().type == "cpu"
+        with pytest.raises(ValueError, match="not available here; available: .*cpu"):
+            pick_device("cuda")
+    assert pick_device("cpu").type == "cpu"
+    monkeypatch.setenv("RLHF_KIT_DEVICE", "cpu")
+    assert pick_device().type == "cpu"
+
+
+def test_fp32_on_cpu():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu) is None
+    with autocast(cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_seed_everything_repeats():
+    seed_everything(7)
+    first = (random.random(), torch.rand(3))
+    seed_everything(7)
+    assert random.random() == first[0] and torch.equal(torch.rand(3), first[1])
+
+
+def test_describe():
+    assert describe_device(torch.device("cpu")).startswith("cpu")
