@@ -25,3 +25,10 @@ def score_policy(model, tokenizer, prompts: list[str], max_new_tokens: int, temp
         "format_rate": sum(s["format_ok"] for s in samples) / n,
         "samples": samples,
     }
+
+
+def compare(models: dict, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 0.7,
+            seed: int = 0) -> dict[str, dict]:
+    """`score_policy` for each named model on the same prompts and sampling seed: {name: result}."""
+    return {name: score_policy(model, tokenizer, prompts, max_new_tokens, temperature, seed)
+            for name, model in models.items()}

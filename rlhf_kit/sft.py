@@ -156,7 +156,7 @@ def train_sft_with_trl(base_dir, demos: list[dict], config: SFTConfig, output_di
         max_steps=config.steps, per_device_train_batch_size=config.batch_size, learning_rate=config.lr,
         lr_scheduler_type="cosine", warmup_steps=max(1, config.steps // 20), max_length=_context_limit(model, config.max_len),
         completion_only_loss=True, seed=config.seed, shuffle_dataset=True,
-        use_cpu=use_cpu, bf16=not use_cpu, gradient_checkpointing=False,  # TRL defaults to bf16 + checkpointing
+        use_cpu=use_cpu, bf16=not use_cpu, activation_checkpointing=False,  # TRL defaults: bf16 + checkpointing
         report_to="none", save_strategy="no", logging_steps=max(1, config.steps // 10),
         disable_tqdm=False, dataloader_num_workers=0,
     )

@@ -1,6 +1,7 @@
-"""Small notebook widgets: a live training curve and self-check quizzes."""
+"""Small notebook widgets and views: a live training curve, self-check quizzes, sample tables."""
 
 from .live import LiveCurve
 from .quiz import Question, Quiz, quiz
+from .tables import sample_table, side_by_side, summary_table
 
-__all__ = ["LiveCurve", "Question", "Quiz", "quiz"]
+__all__ = ["LiveCurve", "Question", "Quiz", "quiz", "sample_table", "side_by_side", "summary_table"]
