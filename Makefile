@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 lab: setup
-	HF_HUB_OFFLINE=1 .venv/bin/jupyter lab labs/00_meet_the_base_model.ipynb
+	bash scripts/lab.sh
 
 test: setup
 	bash scripts/test.sh
