@@ -1,0 +1,440 @@
+"""Human preference labels: a crash-safe append-only store, import/export, and labeller agreement.
+
+A learner labels pairs of responses ("A better / B better / tie / skip") in a notebook widget. Each click is
+one JSON line appended to a file and fsynced before `PreferenceStore.record` returns, so an acknowledged click
+survives the kernel (or the laptop) dying the next instant. The file is an event log that is only appended to:
+
+    {"kind": "decision", "pair_id", "prompt", "response_a", "response_b", "choice", "annotator", "time", "settings"}
+    {"kind": "undo", "pair_id", "annotator", "time"}
+
+`load` replays it into the effective decisions. Instructors pool students' files with `merge` and compare
+labellers with `pairwise_agreement`, `cohens_kappa` / `kappa_between` and `majority_vote`; `agreement_panel`
+compares one learner with the simulated labeller and the gold reward of `rlhf_kit.world`.
+
+The module imports only the standard library (`datasets` is imported by `export`), so recording is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import warnings
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+CHOICES = ("A", "B", "tie", "skip")
+PAIR_FIELDS = ("prompt", "chosen", "rejected")   # TRL's explicit-prompt preference format
+INSTRUCTGPT_AGREEMENT = 0.73   # how often InstructGPT's labellers agreed with each other (Ouyang et al. 2022)
+
+_FIELDS = {"decision": ("pair_id", "prompt", "response_a", "response_b", "choice", "annotator"),
+           "undo": ("pair_id", "annotator")}
+
+
+def pair_id(prompt: str, response_a: str, response_b: str) -> str:
+    """16 hex digits of sha256 over the JSON list [prompt, response_a, response_b]; swapping A and B changes it."""
+    text = json.dumps([prompt, response_a, response_b], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# ---------------------------------------------------------------------------------------- the event log
+def _append(path: Path, events: list[dict]) -> None:
+    """Append one JSON line per event, flush and fsync: the events are on disk when this returns.
+
+    A last line without its newline is what a crash in the middle of a write leaves; no `record` call returned
+    for it. If it still parses (only the newline was lost) it is completed, otherwise it is cut off with a
+    warning, so that new lines never glue onto it. Those torn bytes are the only ones ever removed.
+    """
+    data = b"".join(json.dumps(e, ensure_ascii=False).encode("utf-8") + b"\n" for e in events)
+    created = not path.exists()
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                content = f.read()
+                start = content.rfind(b"\n") + 1
+                try:
+                    json.loads(content[start:].decode("utf-8"))
+                    data = b"\n" + data
+                except ValueError:
+                    line = content.count(b"\n") + 1
+                    warnings.warn(f"{path} line {line}: removed an unfinished line left by a crash during a "
+                                  f"write (no recorded click is lost)", stacklevel=3)
+                    f.truncate(start)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    if created and os.name == "posix":   # make the new file's directory entry durable too
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _event_problem(event) -> str | None:
+    """What is wrong with one parsed line, or None."""
+    if not isinstance(event, dict):
+        return f"expected a JSON object, got {type(event).__name__}"
+    fields = _FIELDS.get(event.get("kind"))
+    if fields is None:
+        return f"'kind' is {event.get('kind')!r}, expected 'decision' or 'undo'"
+    missing = [k for k in fields if not isinstance(event.get(k), str)]
+    if missing:
+        return f"this {event['kind']} has no string {', '.join(map(repr, missing))}"
+    if event["kind"] == "decision" and event["choice"] not in CHOICES:
+        return f"choice {event['choice']!r} is not one of {CHOICES}"
+    return None
+
+
+def _read_events(path: Path) -> list[tuple[int, dict]]:
+    """(line number, event) for each line of the log; see `PreferenceStore.load` for how bad lines are handled."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    fix = "Fix or delete that line in a text editor; rlhf_kit left the file as it is."
+    events = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line.decode("utf-8"))
+        except ValueError as e:   # JSONDecodeError and UnicodeDecodeError
+            if n == len(lines):   # after the last newline: a write torn by a crash
+                warnings.warn(f"{path} line {n} is an unfinished write left by a crash; skipped it (it holds no "
+                              f"recorded click, and the next record() removes it)")
+                continue
+            raise ValueError(f"{path} line {n} is not valid JSON ({e}). {fix}") from None
+        problem = _event_problem(event)
+        if problem:
+            raise ValueError(f"{path} line {n}: {problem}. {fix}")
+        events.append((n, event))
+    return events
+
+
+class PreferenceStore:
+    """One labelling session's JSONL event log (see the module docstring); the file is created by the first write."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(self, pair_id: str, prompt: str, response_a: str, response_b: str, choice: str, annotator: str,
+               settings: dict | None = None) -> dict:
+        """Append one decision and fsync it before returning; returns the event written.
+
+        settings: how the responses were sampled, e.g. {"model": "sft", "temperature": 0.7, "k": 2}.
+        """
+        if choice not in CHOICES:
+            raise ValueError(f"choice must be one of {', '.join(map(repr, CHOICES))}; got {choice!r}")
+        for name, value in (("pair_id", pair_id), ("annotator", annotator)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        for name, value in (("prompt", prompt), ("response_a", response_a), ("response_b", response_b)):
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+        settings = dict(settings or {})
+        try:
+            json.dumps(settings)
+        except TypeError as e:
+            raise ValueError(f"settings must hold only JSON values (numbers, strings, lists, dicts): {e}; "
+                             f"convert e.g. a tensor with float(x)") from None
+        event = {"kind": "decision", "pair_id": pair_id, "prompt": prompt, "response_a": response_a,
+                 "response_b": response_b, "choice": choice, "annotator": annotator, "time": _now(),
+                 "settings": settings}
+        _append(self.path, [event])
+        return event
+
+    def _standing(self) -> dict[str, list[tuple[int, dict]]]:
+        """Per annotator, the (line, decision) not undone, in file order. An undo removes that annotator's
+        latest decision on the pair it names."""
+        standing = {}
+        for n, e in _read_events(self.path):
+            stack = standing.setdefault(e["annotator"], [])
+            if e["kind"] == "decision":
+                stack.append((n, e))
+                continue
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i][1]["pair_id"] == e["pair_id"]:
+                    del stack[i]
+                    break
+            else:
+                raise ValueError(f"{self.path} line {n} undoes pair {e['pair_id']!r} of {e['annotator']!r}, who "
+                                 f"has no decision on it before that line. Delete that line in a text editor.")
+        return standing
+
+    def undo(self, annotator: str) -> dict | None:
+        """Append (and fsync) an undo of `annotator`'s latest standing decision and return that decision; None
+        if they have nothing to undo. If it had re-labelled a pair, the pair's previous decision stands again."""
+        stack = self._standing().get(annotator)
+        if not stack:
+            return None
+        undone = stack[-1][1]
+        _append(self.path, [{"kind": "undo", "pair_id": undone["pair_id"], "annotator": annotator, "time": _now()}])
+        return undone
+
+    def load(self) -> list[dict]:
+        """The effective decisions in file order: undos applied, and a later decision of the same annotator on
+        the same pair_id replacing the earlier one. A missing file gives [].
+
+        A torn last line (a crash mid-write: no newline at the end and not valid JSON) is skipped with a warning;
+        any other bad line raises ValueError naming the file and line. The file is never modified here.
+        """
+        latest = {}
+        for stack in self._standing().values():
+            for n, e in stack:
+                latest[(e["annotator"], e["pair_id"])] = (n, e)
+        return [e for _, e in sorted(latest.values(), key=lambda item: item[0])]
+
+    def done_pair_ids(self, annotator: str) -> set[str]:
+        """The pair_ids `annotator` has decided (skips included), to resume after a kernel restart."""
+        return {d["pair_id"] for d in self.load() if d["annotator"] == annotator}
+
+    def counts(self) -> dict:
+        """{"A", "B", "tie", "skip", "total"}: effective decisions of all annotators."""
+        c = Counter(d["choice"] for d in self.load())
+        return {**{k: c[k] for k in CHOICES}, "total": sum(c.values())}
+
+    def to_dataset(self):
+        """The A/B decisions as a `datasets.Dataset` with columns prompt, chosen, rejected, annotator, pair_id."""
+        return self.export()[0]
+
+    def export(self):
+        """(dataset, {"pairs", "ties", "skips"}): `to_dataset`'s data set, and how many decisions went into it
+        and how many ties and skips were left out (a tie or a skip says nothing about which response is better)."""
+        from datasets import Dataset, Features, Value   # imported here: recording must not wait for it
+
+        decisions = self.load()
+        rows = []
+        for d in decisions:
+            if d["choice"] in ("A", "B"):
+                a, b = d["response_a"], d["response_b"]
+                chosen, rejected = (a, b) if d["choice"] == "A" else (b, a)
+                rows.append({"prompt": d["prompt"], "chosen": chosen, "rejected": rejected,
+                             "annotator": d["annotator"], "pair_id": d["pair_id"]})
+        columns = (*PAIR_FIELDS, "annotator", "pair_id")
+        dataset = Dataset.from_dict({k: [r[k] for r in rows] for k in columns},
+                                    features=Features({k: Value("string") for k in columns}))
+        c = Counter(d["choice"] for d in decisions)
+        return dataset, {"pairs": len(rows), "ties": c["tie"], "skips": c["skip"]}
+
+
+# ------------------------------------------------------------------------------------- importing pairs
+def _read_rows(path: Path) -> list[tuple[int, object]]:
+    """(row number, row) from a .jsonl file (row number = line number) or a .json list."""
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+            if line.strip():
+                try:
+                    rows.append((n, json.loads(line)))
+                except ValueError as e:
+                    raise ValueError(f"{path.name} line {n} is not valid JSON ({e}); expected one object per "
+                                     f"line with {'/'.join(PAIR_FIELDS)}") from None
+        return rows
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError(f"{path.name} holds a {type(rows).__name__}; expected a list of objects with "
+                             f"{'/'.join(PAIR_FIELDS)}")
+        return list(enumerate(rows, start=1))
+    raise ValueError(f"cannot import {path}: expected a .jsonl or .json file of {'/'.join(PAIR_FIELDS)} rows")
+
+
+def _row_problem(row, label: str) -> str | None:
+    expected = f"expected {'/'.join(PAIR_FIELDS)}"
+    if not isinstance(row, dict):
+        return f"{label} is a {type(row).__name__}; {expected} fields"
+    for k in PAIR_FIELDS:
+        if k not in row:
+            return f"{label} has no {k!r} field (it has {', '.join(map(repr, row)) or 'none'}); {expected}"
+        if not isinstance(row[k], str):
+            return f"{label}: {k!r} is {row[k]!r}, expected a string"
+        if not row[k].strip():
+            return f"{label}: {k!r} is empty; {expected}, all non-empty"
+    if row["chosen"] == row["rejected"]:
+        return f"{label}: 'chosen' and 'rejected' are the same text; a preference needs two different responses"
+    return None
+
+
+def import_pairs(rows_or_path, store: PreferenceStore, annotator: str = "import") -> int:
+    """Add existing preference pairs {"prompt", "chosen", "rejected"} (a list of dicts, or a .jsonl / .json
+    file of them) to `store` as decisions with choice "A", response_a = chosen, response_b = rejected.
+
+    Every row is checked first; the first problem (a missing or empty field, a row repeated in the input or
+    already standing in the store) raises ValueError naming the row, and the store file is left untouched.
+    Returns the number of rows added.
+    """
+    if not isinstance(annotator, str) or not annotator.strip():
+        raise ValueError(f"annotator must be a non-empty string, got {annotator!r}")
+    source = Path(rows_or_path) if isinstance(rows_or_path, (str, os.PathLike)) else None
+    numbered = _read_rows(source) if source else list(enumerate(rows_or_path, start=1))
+    prefix = f"{source.name} " if source else ""
+
+    seen = {}   # (prompt, chosen, rejected) -> where it was seen
+    for d in store.load():
+        if d["choice"] in ("A", "B"):
+            a, b = d["response_a"], d["response_b"]
+            chosen, rejected = (a, b) if d["choice"] == "A" else (b, a)
+            seen[(d["prompt"], chosen, rejected)] = f"is already in {store.path}, recorded by {d['annotator']!r},"
+    for n, row in numbered:
+        label = f"{prefix}row {n}"
+        problem = _row_problem(row, label)
+        if problem:
+            raise ValueError(problem)
+        key = (row["prompt"], row["chosen"], row["rejected"])
+        if key in seen:
+            raise ValueError(f"{label} {seen[key]} (same prompt, chosen and rejected); remove the duplicate")
+        seen[key] = f"duplicates row {n}"
+
+    settings = {"imported_from": str(source)} if source else {}
+    events = [{"kind": "decision", "pair_id": pair_id(r["prompt"], r["chosen"], r["rejected"]),
+               "prompt": r["prompt"], "response_a": r["chosen"], "response_b": r["rejected"], "choice": "A",
+               "annotator": annotator, "time": _now(), "settings": settings} for _, r in numbered]
+    if events:
+        _append(store.path, events)
+    return len(events)
+
+
+def ranking_to_pairs(prompt: str, ranked: list[str]) -> list[dict]:
+    """All K(K-1)/2 {"prompt", "chosen", "rejected"} pairs of K responses ranked best-first (how InstructGPT
+    turned one ranking into comparisons), in the order (0,1), (0,2), ..., (1,2), ...; chosen is ranked higher."""
+    if len(ranked) < 2:
+        raise ValueError(f"a ranking needs at least 2 responses, got {len(ranked)}")
+    first = {}
+    for i, response in enumerate(ranked):
+        if response in first:
+            raise ValueError(f"ranked[{i}] repeats ranked[{first[response]}] ({response[:40]!r}); a ranking needs "
+                             f"distinct responses")
+        first[response] = i
+    return [{"prompt": prompt, "chosen": ranked[i], "rejected": ranked[j]}
+            for i, j in itertools.combinations(range(len(ranked)), 2)]
+
+
+# ------------------------------------------------------------------------------ pooling and agreement
+def merge(paths) -> list[dict]:
+    """The effective decisions of several stores, one after the other (each keeps its annotator).
+
+    Agreement compares choices by pair_id, so a pair_id must name the same ordered (prompt, response_a,
+    response_b) everywhere: ValueError otherwise, and FileNotFoundError for a missing file.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    pooled, pairs = [], {}
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no preference file at {path}")
+        for d in PreferenceStore(path).load():
+            pair = (d["prompt"], d["response_a"], d["response_b"])
+            first_pair, first_path = pairs.setdefault(d["pair_id"], (pair, path))
+            if pair != first_pair:
+                raise ValueError(f"pair_id {d['pair_id']!r} names different texts (or A and B swapped) in {path} "
+                                 f"and in {first_path}; give each ordered pair its own id with "
+                                 f"pair_id(prompt, response_a, response_b)")
+            pooled.append(d)
+    return pooled
+
+
+def _choices(decisions, annotator: str) -> dict[str, str]:
+    """pair_id -> `annotator`'s choice (a later decision on the same pair wins)."""
+    return {d["pair_id"]: d["choice"] for d in decisions if d["annotator"] == annotator}
+
+
+def pairwise_agreement(decisions, annotator_a: str, annotator_b: str) -> tuple[float, int]:
+    """(rate, n_shared): over the n_shared pairs both annotators labelled A or B (ties and skips left out), the
+    share on which they chose the same response; rate is nan when n_shared is 0."""
+    a, b = _choices(decisions, annotator_a), _choices(decisions, annotator_b)
+    shared = [p for p in a if p in b and a[p] in ("A", "B") and b[p] in ("A", "B")]
+    if not shared:
+        return math.nan, 0
+    return sum(a[p] == b[p] for p in shared) / len(shared), len(shared)
+
+
+def cohens_kappa(labels_a: list[str], labels_b: list[str]) -> float:
+    """Cohen's kappa, the agreement of two labellers corrected for chance:
+
+        kappa = (p_o - p_e) / (1 - p_e)
+        p_o = share of items given the same label;  p_e = sum over labels k of p_a(k) * p_b(k)
+
+    1 is perfect agreement, 0 what two labellers drawing independently from their own label frequencies get.
+    When p_e == 1 (both always give the same single label) kappa is 1.
+    """
+    if len(labels_a) != len(labels_b):
+        raise ValueError(f"cohens_kappa needs one label from each labeller per item; got {len(labels_a)} and "
+                         f"{len(labels_b)} labels")
+    if not labels_a:
+        raise ValueError("cohens_kappa needs at least one item; got empty label lists")
+    n = len(labels_a)
+    p_o = sum(x == y for x, y in zip(labels_a, labels_b)) / n
+    count_a, count_b = Counter(labels_a), Counter(labels_b)
+    p_e = sum(count_a[k] * count_b[k] for k in count_a) / n ** 2
+    if p_e == 1:
+        return 1.0
+    return (p_o - p_e) / (1 - p_e)
+
+
+def kappa_between(decisions, annotator_a: str, annotator_b: str) -> tuple[float, int]:
+    """(kappa, n_shared): `cohens_kappa` over the pairs both annotators labelled A, B or tie (skips are not
+    labels); kappa is nan when n_shared is 0."""
+    a, b = _choices(decisions, annotator_a), _choices(decisions, annotator_b)
+    shared = [p for p in a if p in b and a[p] != "skip" and b[p] != "skip"]
+    if not shared:
+        return math.nan, 0
+    return cohens_kappa([a[p] for p in shared], [b[p] for p in shared]), len(shared)
+
+
+def majority_vote(decisions) -> dict[str, str]:
+    """pair_id -> the label most annotators gave ("A", "B" or "tie"); "tie" too when the most votes are shared
+    by several labels. Each annotator votes once (their latest decision); skips do not vote, and a pair with
+    only skips is left out."""
+    votes = {}
+    for d in decisions:
+        votes.setdefault(d["pair_id"], {})[d["annotator"]] = d["choice"]
+    result = {}
+    for p, by_annotator in votes.items():
+        ranked = Counter(c for c in by_annotator.values() if c != "skip").most_common()
+        if ranked:
+            result[p] = "tie" if len(ranked) > 1 and ranked[1][1] == ranked[0][1] else ranked[0][0]
+    return result
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def agreement_panel(decisions, annotator: str, simulated, gold_fn) -> dict:
+    """How `annotator`'s A/B decisions compare with the simulated labeller and with the gold reward.
+
+        n                         the annotator's A/B decisions
+        agree_simulated           share where simulated.prefer(prompt, a, b) drew the same choice (one noisy draw)
+        agree_simulated_expected  mean of p if the annotator chose A else 1 - p, p = simulated.prob_a(prompt, a, b):
+                                  what that draw gives on average
+        agree_gold                share where the annotator chose the response with the higher gold_fn(prompt, .),
+                                  over the n_gold pairs whose gold rewards differ
+        instructgpt_reference     0.73: how often InstructGPT's labellers agreed with each other
+
+    Rates are nan when there is nothing to compare.
+    """
+    mine = {d["pair_id"]: d for d in decisions if d["annotator"] == annotator}
+    sim, expected, gold = [], [], []
+    for d in mine.values():
+        if d["choice"] not in ("A", "B"):
+            continue
+        prompt, a, b = d["prompt"], d["response_a"], d["response_b"]
+        sim.append(simulated.prefer(prompt, a, b) == d["choice"])
+        p = simulated.prob_a(prompt, a, b)
+        expected.append(p if d["choice"] == "A" else 1.0 - p)
+        gold_a, gold_b = gold_fn(prompt, a), gold_fn(prompt, b)
+        if gold_a != gold_b:
+            gold.append(("A" if gold_a > gold_b else "B") == d["choice"])
+    return {"n": len(sim), "agree_simulated": _mean(sim), "agree_simulated_expected": _mean(expected),
+            "agree_gold": _mean(gold), "n_gold": len(gold), "instructgpt_reference": INSTRUCTGPT_AGREEMENT}
