@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 
 import torch
+import transformers
 
 ENV_VAR = "RLHF_KIT_DEVICE"
 
 
 def _available() -> list[str]:
-    found = ["cpu"]
+    """The device types usable here, best first (cuda, mps, cpu)."""
+    found = []
     if torch.cuda.is_available():
-        found.insert(0, "cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        found.insert(0 if "cuda" not in found else 1, "mps")
-    return found
+        found.append("cuda")
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found + ["cpu"]
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -50,17 +51,12 @@ def autocast(device: torch.device):
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy (if installed) and torch (CPU and every GPU)."""
-    random.seed(seed)
-    try:
-        import numpy as np
+    """Seed Python's `random`, NumPy and torch (CPU and every GPU), all with `seed`.
 
-        np.random.seed(seed % 2**32)
-    except ImportError:
-        pass
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    `transformers.set_seed` does exactly that (and also seeds the accelerators transformers knows beyond CUDA),
+    so it is the one call; a seed must lie in [0, 2**32) because NumPy accepts no other.
+    """
+    transformers.set_seed(seed)
 
 
 def describe_device(device: torch.device) -> str:
@@ -71,4 +67,4 @@ def describe_device(device: torch.device) -> str:
         return f"cuda: {props.name}, {props.total_memory / 2**30:.1f} GiB"
     if device.type == "mps":
         return "mps (Apple GPU)"
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"cpu ({os.cpu_count()} cores)"

@@ -56,6 +56,8 @@ def collect(workspace: str | os.PathLike | None = None) -> list[dict]:
 
         rows.append(_row("device", describe_device(pick_device())))
         rows.append(_row("cpu threads", torch.get_num_threads()))
+    except ValueError as error:  # $RLHF_KIT_DEVICE names a device this machine lacks
+        rows.append(_row("device", "not available", "fail", str(error)))
     except Exception as error:  # a broken torch install must still give a table, not a traceback
         rows.append(_row("device", f"error: {error}", "fail", f"torch does not work: {REINSTALL}"))
 

@@ -1,5 +1,7 @@
+import os
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,10 +28,10 @@ def test_fp32_on_cpu():
 
 def test_seed_everything_repeats():
     seed_everything(7)
-    first = (random.random(), torch.rand(3))
+    first = (random.random(), np.random.rand(), torch.rand(3))
     seed_everything(7)
-    assert random.random() == first[0] and torch.equal(torch.rand(3), first[1])
+    assert random.random() == first[0] and np.random.rand() == first[1] and torch.equal(torch.rand(3), first[2])
 
 
 def test_describe():
-    assert describe_device(torch.device("cpu")).startswith("cpu")
+    assert describe_device(torch.device("cpu")) == f"cpu ({os.cpu_count()} cores)"

@@ -1,6 +1,7 @@
 import importlib.metadata as metadata
+import sys
 
-from rlhf_kit import doctor
+from rlhf_kit import device, doctor
 
 
 def _by_item(rows):
@@ -14,7 +15,9 @@ def test_table_has_every_item(tmp_path, capsys):
                  "free space", "HF_HUB_OFFLINE"):
         assert item in items
     assert items["device"]["value"].startswith("cpu")
-    assert float(items["free space"]["value"].split()[0]) > 0
+    assert int(items["cpu threads"]["value"]) >= 1
+    free, unit = items["free space"]["value"].split()
+    assert float(free) > 0 and unit == "GiB"
     assert doctor.main(tmp_path) == 0
     out = capsys.readouterr().out
     assert "transformers" in out and str(tmp_path) in out
@@ -46,3 +49,37 @@ def test_version_mismatch_warns_with_both_versions(monkeypatch, tmp_path):
 def test_offline_flag_warning(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert _by_item(doctor.collect(tmp_path))["HF_HUB_OFFLINE"]["status"] == "warn"
+
+
+def test_render_lists_every_item_and_the_hints_of_problems():
+    rows = [doctor._row("python", "3.11.7"), doctor._row("trl", "not installed", "fail", "install trl"),
+            doctor._row("HF_HUB_OFFLINE", "unset", "warn", "set HF_HUB_OFFLINE=1")]
+    text = doctor.render(rows)
+    for row in rows:
+        assert row["item"] in text and row["value"] in text
+    warnings = text.split("Warnings:")[1]
+    assert "[fail] install trl" in warnings and "[warn] set HF_HUB_OFFLINE=1" in warnings
+
+
+def test_free_space_is_measured_on_the_nearest_existing_parent(tmp_path):
+    items = _by_item(doctor.collect(tmp_path / "not" / "yet" / "made"))
+    assert items["workspace"]["value"].endswith("made")
+    assert float(items["free space"]["value"].split()[0]) > 0
+
+
+def test_workspace_defaults_to_rlhf_kit_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLHF_KIT_HOME", str(tmp_path / "home"))
+    assert _by_item(doctor.collect())["workspace"]["value"] == str(tmp_path / "home")
+
+
+def test_forcing_a_missing_device_fails_with_what_is_available(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLHF_KIT_DEVICE", "mps")
+    monkeypatch.setattr(device.torch.backends.mps, "is_available", lambda: False)
+    row = _by_item(doctor.collect(tmp_path))["device"]
+    assert row["status"] == "fail" and "available: " in row["hint"] and "cpu" in row["hint"]
+
+
+def test_missing_widgets_front_end_warns(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))  # an environment without the labextension directory
+    row = _by_item(doctor.collect(tmp_path))["widgets front-end"]
+    assert row["status"] == "warn" and "pip install jupyterlab_widgets" in row["hint"]
