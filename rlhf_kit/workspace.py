@@ -45,10 +45,13 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "world": ((), "rlhf_kit.workspace:build_world"),
     "base": (("world",), "rlhf_kit.models:build_base"),
     "sft": (("base",), "rlhf_kit.sft:build_sft"),
+    "preferences": (("sft",), "rlhf_kit.reward:build_preferences"),
+    "reward": (("preferences",), "rlhf_kit.reward:build_reward"),
 }
 
 # What a learner runs to (re)build a stage by hand.
-COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft"}
+COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
+            "reward": "reward"}
 
 
 def _builder(stage: str) -> Callable:
@@ -118,7 +121,8 @@ class Workspace:
 
     def build(self, stage: str, **kwargs) -> Path:
         """(Re)build `stage`, first ensuring the stages it depends on. kwargs go to the stage builder
-        (for example `callback=` for a live loss curve)."""
+        (for example `callback=` for a live loss curve). Stages built from the old version of `stage` are
+        removed afterwards: they no longer match it, and `ensure` will rebuild them when asked."""
         _check_stage(stage)
         for dependency in STAGES[stage][0]:
             self.ensure(dependency)
@@ -128,6 +132,8 @@ class Workspace:
             metrics = {"stage": stage, "preset": self.preset.name, "seed": self.seed,
                        **metrics, "seconds": round(time.perf_counter() - started, 2)}
             (out_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        for later in downstream(stage):
+            shutil.rmtree(self.path(later), ignore_errors=True)
         return self.path(stage)
 
     def ensure(self, stage: str) -> Path:
@@ -135,6 +141,12 @@ class Workspace:
         if self.is_done(stage):
             return self.path(stage)
         return self.build(stage)
+
+
+def downstream(stage: str) -> list[str]:
+    """Every stage built, directly or not, from `stage`."""
+    direct = [name for name, (needs, _) in STAGES.items() if stage in needs]
+    return direct + [later for name in direct for later in downstream(name)]
 
 
 def _check_stage(stage: str) -> None:

@@ -79,3 +79,18 @@ def test_rebuild_replaces_atomically(tmp_path, micro_preset):
     ws.build("world")
     assert ws.is_done("world")
     assert os.stat(ws.path("world") / DONE_FILE).st_ino != first
+
+
+def test_downstream_stages():
+    from rlhf_kit.workspace import downstream
+
+    assert downstream("base") == ["sft", "preferences", "reward"]
+    assert downstream("reward") == []
+
+
+def test_rebuilding_a_stage_removes_what_was_built_from_it(tmp_path, micro_preset):
+    ws = Workspace(micro_preset, home=tmp_path)
+    ws.ensure("sft")
+    ws.build("base")
+    assert ws.is_done("base") and ws.is_done("world")
+    assert not ws.path("sft").exists()          # it was fine-tuned from the old base model
