@@ -77,6 +77,78 @@ QUIZZES: dict[str, list[Question]] = {
             "model (lab 03) give a signal for 'better', which RL can then optimise.",
         )),
     ],
+    "02": [
+        _at(1, Question(
+            "Why does RLHF collect comparisons rather than asking people to score each answer?",
+            ["People judge which of two answers is better far more consistently than they assign calibrated scores",
+             "Comparisons need no prompt", "Scores cannot be stored in JSON"],
+            0,
+            "Absolute scores drift between people and over time; 'A beats B' is a judgement people make reliably, "
+            "and the Bradley-Terry model turns such judgements into a reward.",
+        )),
+        _at(2, Question(
+            "A labeller ranks 5 responses to one prompt. How many training comparisons does that give?",
+            ["10", "4", "5", "25"],
+            0,
+            "Every pair from the ranking: K(K-1)/2 = 5*4/2 = 10.",
+        )),
+        _at(0, Question(
+            "Two annotators agree on 80% of pairs; by chance alone they would agree on 60%. What is Cohen's kappa?",
+            ["0.5", "0.8", "0.2", "0.33"],
+            0,
+            "kappa = (p_o - p_e) / (1 - p_e) = (0.8 - 0.6) / (1 - 0.6) = 0.5: half of the possible agreement "
+            "beyond chance.",
+        )),
+        _at(1, Question(
+            "Why are ties and skips left out of the data set the reward model trains on?",
+            ["They name no better response, so there is no (chosen, rejected) pair to fit",
+             "They are lost when the kernel restarts", "TRL cannot read strings"],
+            0,
+            "The store keeps them (and counts them); the export for Bradley-Terry training needs a winner and a "
+            "loser.",
+        )),
+    ],
+    "03": [
+        _at(2, Question(
+            "A pair has r(chosen) - r(rejected) = -0.5. What are P(chosen preferred) and the Bradley-Terry loss?",
+            ["P = 0.3775, loss = 0.9741", "P = 0.6225, loss = 0.4741", "P = 0.5, loss = 0.6931"],
+            0,
+            "P = sigmoid(-0.5) = 0.3775 and the loss is -log 0.3775 = 0.9741: the model currently prefers the "
+            "rejected response, so the loss is large.",
+        )),
+        _at(0, Question(
+            "For one pair, what is dL/dr_chosen of the Bradley-Terry loss, with delta = r_chosen - r_rejected?",
+            ["sigmoid(delta) - 1, always negative, so gradient descent raises r_chosen",
+             "sigmoid(delta), always positive", "1 - sigmoid(delta), so r_chosen goes down"],
+            0,
+            "d/d(delta) of -log sigmoid(delta) is sigmoid(delta) - 1 < 0; the push is strongest when the model is "
+            "most wrong (delta very negative) and fades as the pair is ordered correctly.",
+        )),
+        _at(1, Question(
+            "Why read the reward at the last real token rather than at position -1?",
+            ["With right padding, position -1 is usually a pad token, not the end of the response",
+             "Position -1 has no gradient", "It is faster"],
+            0,
+            "Only the last real token (the eos after the response) has attended to the whole prompt and response.",
+        )),
+        _at(2, Question(
+            "The reward model agrees with held-out labels 71% of the time. The annotator agrees with the gold "
+            "ordering 73% of the time. Is the reward model weak?",
+            ["No: noisy labels cap the agreement any model can reach with them",
+             "Yes: anything under 90% is weak", "It cannot be told without more data"],
+            0,
+            "Even a perfect judge of the gold reward would agree with these labels only about 73% of the time; "
+            "that is why the lab also reports agreement with the gold ordering.",
+        )),
+        _at(0, Question(
+            "What happens to the Bradley-Terry loss if you add the same constant to every reward?",
+            ["Nothing: it only sees differences, which is why rewards are normalised afterwards",
+             "It grows with the constant", "It becomes negative"],
+            0,
+            "Only r(chosen) - r(rejected) enters the loss, so the reward's offset (and, without a margin, much of its "
+            "scale) is arbitrary; the kit shifts and scales it to mean 0, std 1 on SFT samples.",
+        )),
+    ],
 }
 
 
