@@ -28,3 +28,196 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch
     logprobs = F.log_softmax(shift_logits.float(), dim=-1)
     token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)   # (batch, seq_len - 1)
     return -(token_logprobs * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum(x * mask) / sum(mask): the mean over the positions where mask is 1."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum()
+
+
+def _last_one(mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) index of the last 1 in each row of a (batch, seq_len) 0/1 mask.
+
+    `mask * arange` is largest at the last 1, so its argmax finds it for right *and* left padding
+    (for left padding that is position -1; a row whose only 1 is at position 0 gives 0, as it should).
+    """
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return (mask.long() * positions).argmax(dim=1)
+
+
+# ------------------------------------------------------------------------------------------------ reward model
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor,
+                       margin: torch.Tensor | None = None) -> torch.Tensor:
+    """Bradley-Terry pairwise loss of a reward model, averaged over pairs.
+
+        delta_i = r_chosen[i] - r_rejected[i] - margin[i]          (margin defaults to 0)
+        P(chosen preferred) = sigmoid(delta_i)
+        loss = - (1 / batch) * sum_i log sigmoid(delta_i)
+
+    computed with F.logsigmoid, which stays finite when delta is very negative (log(sigmoid(-200)) is
+    log(0) = -inf in float32; logsigmoid(-200) = -200).
+
+        dloss/dr_chosen[i] = (sigmoid(delta_i) - 1) / batch  (< 0: raising r_chosen lowers the loss)
+        dloss/dr_rejected[i] = -dloss/dr_chosen[i]
+
+    Worked example: delta = -0.5 -> P = sigmoid(-0.5) = 0.3775, loss = -log(0.3775) = 0.9741.
+
+    Shapes:
+        r_chosen:   (batch,)   the reward model's score of the preferred response
+        r_rejected: (batch,)   its score of the rejected response
+        margin:     (batch,) or None   how much r_chosen should exceed r_rejected (e.g. from preference strength)
+    Returns a scalar.
+    """
+    delta = r_chosen - r_rejected
+    if margin is not None:
+        delta = delta - margin
+    return -F.logsigmoid(delta).mean()
+
+
+def rewards_at_last_token(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The sequence reward: the per-token score at the last real (non-pad) token of each row.
+
+        reward[b] = values[b, last[b]]    where last[b] = the index of the last 1 in attention_mask[b]
+
+    With right padding last[b] = attention_mask[b].sum() - 1; with left padding it is seq_len - 1. The index of
+    the last 1, `(attention_mask * arange(seq_len)).argmax(1)`, is right for both.
+
+    Shapes:
+        values:         (batch, seq_len)   a sequence-classification head's score at every position
+        attention_mask: (batch, seq_len)   1 on real tokens, 0 on padding
+    Returns (batch,).
+    """
+    last = _last_one(attention_mask)
+    return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+
+# ------------------------------------------------------------------------------------------------ PPO
+def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                         mask: torch.Tensor, beta: float, estimator: str = "k1") -> torch.Tensor:
+    """Per-token PPO rewards: a KL penalty on every response token, plus the reward model's score at the end.
+
+        rewards[b, t] = mask[b, t] * ( -beta * kl[b, t] + scores[b] * [t == last[b]] )
+
+    where last[b] is the last response token of row b (the last 1 in mask[b]) and kl[b, t] estimates the
+    per-token KL(policy || reference) from the sampled token's log-probabilities:
+
+        k1: kl_t = logp_t - logp_ref_t                                     (unbiased, can be negative)
+        k3: kl_t = (exp(logp_ref_t - logp_t) - 1) - (logp_ref_t - logp_t)  (unbiased, always >= 0)
+
+    Shapes:
+        scores:       (batch,)                 reward-model score of each whole response
+        logprobs:     (batch, response_len)    log pi(token_t | ...) under the policy that sampled it
+        ref_logprobs: (batch, response_len)    log pi_ref(token_t | ...) under the frozen reference (SFT) model
+        mask:         (batch, response_len)    1 on response tokens, 0 on padding
+        beta:         the KL coefficient, >= 0
+    Returns (batch, response_len), zero where mask is 0.
+    Raises ValueError for beta < 0 or an unknown estimator.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0 (it is the weight of a KL *penalty*); got {beta}.")
+    if estimator == "k1":
+        kl = logprobs - ref_logprobs
+    elif estimator == "k3":
+        log_ratio = ref_logprobs - logprobs
+        kl = torch.expm1(log_ratio) - log_ratio
+    else:
+        raise ValueError(f"Unknown KL estimator {estimator!r}: use 'k1' or 'k3'.")
+    m = mask.to(kl.dtype)
+    last = _last_one(mask).unsqueeze(1)
+    score_at_end = torch.zeros_like(kl).scatter(1, last, scores.to(kl.dtype).unsqueeze(1))
+    return (-beta * kl + score_at_end) * m
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation, computed backwards over each response.
+
+        V'_t    = mask_t * V_t                               (no value after the last real token)
+        delta_t = r_t + gamma * V'_{t+1} - V'_t              (V'_T = 0)
+        A_t     = mask_t * (delta_t + gamma * lam * A_{t+1})   for t = T-1 down to 0   (A_T = 0)
+        R_t     = mask_t * (A_t + V_t)                       (the value head's regression target)
+
+    lam = 1 gives A_t = (sum_{k>=t} gamma^(k-t) r_k) - V_t, reward-to-go minus value; lam = 0 gives A_t = delta_t.
+
+    Shapes:
+        rewards: (batch, T)   per-token rewards (e.g. from kl_penalized_rewards)
+        values:  (batch, T)   the value head's estimates V_t (arbitrary on padding)
+        mask:    (batch, T)   1 on response tokens, 0 on padding
+    Returns (advantages, returns), each (batch, T), zero where mask is 0.
+    """
+    m = mask.to(values.dtype)
+    v = values * m
+    r = rewards * m
+    T = rewards.shape[1]
+    advantages = torch.zeros_like(v)
+    next_value = torch.zeros_like(v[:, 0])
+    next_advantage = torch.zeros_like(v[:, 0])
+    for t in reversed(range(T)):
+        delta = r[:, t] + gamma * next_value - v[:, t]
+        next_advantage = m[:, t] * (delta + gamma * lam * next_advantage)
+        advantages[:, t] = next_advantage
+        next_value = v[:, t]
+    returns = (advantages + values) * m
+    return advantages, returns
+
+
+def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor, clip_eps: float = 0.2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate loss, a masked mean over response tokens.
+
+        ratio_t     = exp(logp_t - logp_old_t)
+        objective_t = min(ratio_t * A_t, clip(ratio_t, 1 - eps, 1 + eps) * A_t)
+        loss        = - sum(objective * mask) / sum(mask)
+
+    The min is pessimistic: clipping removes the incentive to push the ratio beyond 1 +- eps in the direction
+    the advantage favours, and never rescues a ratio that moved the wrong way. Worked examples (one token):
+    ratio 3, A = +4, eps 0.2 -> min(12, 4.8) = 4.8, loss -4.8; ratio 1.3, A = -3 -> min(-3.9, -3.6) = -3.9,
+    loss 3.9 (taking the max would give -3.6: that is a common mistake).
+
+    stats (detached diagnostics, masked means over response tokens):
+        clip_fraction: share of tokens with |ratio - 1| > eps, a float tensor
+        approx_kl:     the k3 estimate of KL(old || new): (ratio - 1) - log(ratio), >= 0, 0 when ratio == 1
+
+    Shapes:
+        logprobs:     (batch, response_len)   log pi_theta(token_t | ...) under the policy being updated
+        old_logprobs: (batch, response_len)   the same under the policy that sampled the rollout
+        advantages:   (batch, response_len)
+        mask:         (batch, response_len)   1 on response tokens, 0 on padding
+    Returns (loss, stats): a scalar and a dict of two scalars. Raises ValueError for clip_eps <= 0.
+    """
+    if clip_eps <= 0:
+        raise ValueError(f"clip_eps must be > 0; got {clip_eps}.")
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages
+    loss = -_masked_mean(torch.min(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clip_fraction": _masked_mean(((ratio - 1).abs() > clip_eps).to(ratio.dtype), mask),
+            "approx_kl": _masked_mean((ratio - 1) - log_ratio, mask),
+        }
+    return loss, stats
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip_eps: float = 0.2) -> torch.Tensor:
+    """PPO's clipped value loss, a masked mean over response tokens.
+
+        v_clipped = old_values + clip(values - old_values, -eps, eps)
+        loss      = 0.5 * sum(max((values - returns)^2, (v_clipped - returns)^2) * mask) / sum(mask)
+
+    The max is pessimistic, like the policy loss's min: moving the value more than eps away from old_values
+    earns no reduction in loss. The 0.5 is this course's convention (0.5 * squared error).
+
+    Shapes:
+        values, old_values, returns, mask: (batch, response_len); mask is 1 on response tokens, 0 on padding
+    Returns a scalar. Raises ValueError for clip_eps <= 0.
+    """
+    if clip_eps <= 0:
+        raise ValueError(f"clip_eps must be > 0; got {clip_eps}.")
+    v_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+    worst = torch.max((values - returns) ** 2, (v_clipped - returns) ** 2)
+    return 0.5 * _masked_mean(worst, mask)
