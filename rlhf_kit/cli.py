@@ -14,6 +14,8 @@ from .workspace import Workspace, WorkspaceError
 TRAINING = {
     "pretrain": ("base", "build the toy world if needed, train the tokenizer and pretrain the tiny base model"),
     "sft": ("sft", "fine-tune the base model on demonstrations; report gold reward and format rate before/after"),
+    "collect": ("preferences", "sample candidate pairs from the SFT policy and label them (--simulated: autopilot)"),
+    "reward": ("reward", "train the Bradley-Terry reward model; report held-out and gold accuracy"),
 }
 
 
@@ -36,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--workspace", default=None, help="workspace home (default: $RLHF_KIT_HOME or ./workspace)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
+    collect = sub.choices["collect"]
+    collect.add_argument("--simulated", action="store_true",
+                         help="let the simulated annotator label the pairs (people label in lab 02's widget)")
+    collect.add_argument("--pairs", type=int, default=None, help="number of pairs (default: the preset's)")
     return parser
 
 
@@ -58,7 +64,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         stage = TRAINING[args.command][0]
         ws = Workspace(args.preset, args.workspace, args.seed)
-        ws.build(stage)
+        options = {}
+        if args.command == "collect":
+            if not args.simulated:
+                raise ValueError("on the command line only the simulated annotator can label: add --simulated. "
+                                 "To label by hand, open lab 02; to label as a class, serve it with Voila (README).")
+            if args.pairs is not None and args.pairs < 1:
+                raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
+            options["n_pairs"] = args.pairs
+        ws.build(stage, **options)
         metrics = ws.metrics(stage)
         if args.json:
             print(json.dumps(metrics))

@@ -34,6 +34,13 @@ class Preset:
     sft_steps: int
     sft_batch_size: int
     sft_lr: float
+    # --- preferences and the reward model ---
+    n_pref_prompts: int         # prompts whose SFT samples are compared
+    pref_k: int                 # responses sampled per prompt; every pair of them is compared
+    pref_temperature: float     # sampling temperature for the candidates
+    rm_steps: int
+    rm_batch_size: int          # preference pairs per step
+    rm_lr: float
     # --- evaluation ---
     max_new_tokens: int         # generation budget for a response
     eval_temperature: float     # sampling temperature when evaluating a policy
@@ -49,6 +56,7 @@ PRESETS: dict[str, Preset] = {
         vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=128,
         pretrain_steps=300, pretrain_batch_size=16, pretrain_lr=3e-3,
         sft_steps=200, sft_batch_size=16, sft_lr=2e-3,
+        n_pref_prompts=250, pref_k=4, pref_temperature=1.0, rm_steps=150, rm_batch_size=16, rm_lr=5e-4,
         max_new_tokens=64, eval_temperature=0.7,
     ),
     "lab": Preset(
@@ -57,6 +65,7 @@ PRESETS: dict[str, Preset] = {
         vocab_size=1024, n_layer=4, n_head=4, n_embd=128, n_positions=128,
         pretrain_steps=450, pretrain_batch_size=32, pretrain_lr=2e-3,
         sft_steps=300, sft_batch_size=32, sft_lr=1e-3,
+        n_pref_prompts=400, pref_k=4, pref_temperature=1.0, rm_steps=300, rm_batch_size=32, rm_lr=3e-4,
         max_new_tokens=72, eval_temperature=0.7,
     ),
     "gpu": Preset(
@@ -65,6 +74,7 @@ PRESETS: dict[str, Preset] = {
         vocab_size=2048, n_layer=6, n_head=8, n_embd=256, n_positions=256,
         pretrain_steps=3000, pretrain_batch_size=64, pretrain_lr=1e-3,
         sft_steps=1000, sft_batch_size=64, sft_lr=5e-4,
+        n_pref_prompts=1500, pref_k=4, pref_temperature=1.0, rm_steps=1500, rm_batch_size=64, rm_lr=3e-4,
         max_new_tokens=72, eval_temperature=0.7,
     ),
 }

@@ -1,0 +1,66 @@
+"""Static plots for the labs (matplotlib figures, returned so a notebook shows them and a test can inspect them)."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+from matplotlib.figure import Figure
+
+
+class Plot:
+    """A matplotlib figure that Jupyter shows as a PNG, whether or not pyplot was ever imported."""
+
+    def __init__(self, figure: Figure):
+        self.figure = figure
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def margin_histogram(margins: torch.Tensor, title: str = "reward margin on held-out pairs") -> Plot:
+    """Histogram of r_chosen - r_rejected: mass right of 0 is pairs the reward model orders like the labels."""
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
+    ax.hist(margins.tolist(), bins=30, color="#4c72b0")
+    ax.axvline(0, color="black", lw=1)
+    ax.set(xlabel="r(chosen) - r(rejected)", ylabel="pairs", title=title)
+    fig.tight_layout()
+    return Plot(fig)
+
+
+def calibration_plot(bins: list[dict], title: str = "calibration on held-out pairs") -> Plot:
+    """Predicted P(A preferred) = sigmoid(r_A - r_B) against how often A was preferred; the diagonal is perfect."""
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfectly calibrated")
+    ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-", color="#c44e52",
+            label="reward model")
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["predicted"], b["observed"]), textcoords="offset points", xytext=(4, -10),
+                    fontsize=7, color="#555")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(A preferred)", ylabel="observed share A preferred",
+           title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return Plot(fig)
+
+
+def probe_plot(rows: list[dict], title: str = "reward model vs gold, by kind of response") -> Plot:
+    """Mean normalised reward-model score and mean gold reward for each kind of probe response."""
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    reward = [sum(r["reward"] for r in rows if r["kind"] == k) / sum(r["kind"] == k for r in rows) for k in kinds]
+    gold = [sum(r["gold"] for r in rows if r["kind"] == k) / sum(r["kind"] == k for r in rows) for k in kinds]
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
+    x = range(len(kinds))
+    ax.bar([i - 0.2 for i in x], reward, width=0.4, label="reward model (normalised)", color="#4c72b0")
+    ax.bar([i + 0.2 for i in x], gold, width=0.4, label="gold reward", color="#55a868")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(list(x), kinds, fontsize=8)
+    ax.set(title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return Plot(fig)
