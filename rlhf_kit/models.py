@@ -137,6 +137,23 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def optimizer_step(model, optimizer, loss, step: int, total_steps: int, peak_lr: float) -> None:
+    """One update: set this step's learning rate (5% warm-up, then cosine), backpropagate, clip the gradient
+    norm to 1, step. Shared by every trainer in the kit."""
+    for group in optimizer.param_groups:
+        group["lr"] = cosine_lr(step, total_steps, peak_lr, warmup=max(1, total_steps // 20))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
+def tail_mean(values: list[float], fraction: float = 0.1) -> float:
+    """Mean of the last `fraction` of a training curve: a less noisy 'final' value than the last step."""
+    tail = values[-max(1, int(len(values) * fraction)):]
+    return sum(tail) / len(tail)
+
+
 def pretrain(model, tokenizer, texts: list[str], steps: int, batch_size: int, lr: float, seq_len: int,
              seed: int = 0, callback: Callable | None = None, device=None) -> dict:
     """Next-token prediction on random windows of the corpus. Calls `callback(step, loss=...)` every step.
@@ -153,22 +170,16 @@ def pretrain(model, tokenizer, texts: list[str], steps: int, batch_size: int, lr
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for step in tqdm(range(steps), desc="pretraining", leave=False):
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup=max(1, steps // 20))
         starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=generator)
         batch = torch.stack([stream[s : s + seq_len] for s in starts.tolist()]).to(device)
         with autocast(device):
             loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss, step, steps, lr)
         losses.append(loss.item())
         if callback is not None:
             callback(step, loss=losses[-1])
     model.eval()
-    tail = losses[-max(1, steps // 10):]
-    return {"final_loss": sum(tail) / len(tail), "tokens_seen": steps * batch_size * seq_len}
+    return {"final_loss": tail_mean(losses), "tokens_seen": steps * batch_size * seq_len}
 
 
 def build_base(ws, out_dir: Path, callback: Callable | None = None) -> dict:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .device import autocast, pick_device, seed_everything
 from .losses import bradley_terry_loss, rewards_at_last_token
-from .models import check_tokenizer, cosine_lr, disable_dropout, generate, load_causal_lm
+from .models import check_tokenizer, disable_dropout, generate, load_causal_lm, optimizer_step, tail_mean
 from .world import SimulatedAnnotator, calibrate_temperature, gold_reward, load_world
 
 SIMULATED = "simulated"
@@ -201,24 +201,19 @@ def train_reward_model(model, tokenizer, rows: list[dict], config: RewardConfig,
             order += more
         batch_rows = [rows[i] for i in order[: config.batch_size]]
         order = order[config.batch_size:]
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, config.steps, config.lr, warmup=max(1, config.steps // 20))
         batch = _pair_batch(tokenizer, batch_rows, config.max_len, device)
         with autocast(device):
             rewards = sequence_rewards(model, batch["input_ids"], batch["attention_mask"], pick_fn)
         n = len(batch_rows)
         loss = loss_fn(rewards[:n], rewards[n:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss, step, config.steps, config.lr)
         accuracy = (rewards[:n] > rewards[n:]).float().mean().item()
         history.append((loss.item(), accuracy))
         if callback is not None:
             callback(step, loss=history[-1][0], accuracy=accuracy)
     model.eval()
-    tail = history[-max(1, config.steps // 10):]
-    return {"final_loss": sum(h[0] for h in tail) / len(tail), "final_train_accuracy": sum(h[1] for h in tail) / len(tail)}
+    return {"final_loss": tail_mean([h[0] for h in history]),
+            "final_train_accuracy": tail_mean([h[1] for h in history])}
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .device import autocast, seed_everything
 from .evaluate import score_policy
 from .losses import sft_loss
-from .models import cosine_lr, load_causal_lm
+from .models import load_causal_lm, optimizer_step, tail_mean
 
 
 @dataclass
@@ -87,21 +87,15 @@ def train_sft(model, tokenizer, demos: list[dict], config: SFTConfig, loss_fn: C
         batch_idx, order = order[: config.batch_size], order[config.batch_size:]
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in batch_idx],
                                                      tokenizer.pad_token_id).items()}
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, config.steps, config.lr, warmup=max(1, config.steps // 20))
         with autocast(device):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = loss_fn(logits.float(), batch["input_ids"], batch["response_mask"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss, step, config.steps, config.lr)
         losses.append(loss.item())
         if callback is not None:
             callback(step, loss=losses[-1])
     model.eval()
-    tail = losses[-max(1, config.steps // 10):]
-    return {"final_loss": sum(tail) / len(tail)}
+    return {"final_loss": tail_mean(losses)}
 
 
 def evaluate_on_heldout(model, tokenizer, ws, seed: int | None = None) -> dict:
