@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import losses
+from . import losses, preferences
 
 
 @dataclass
@@ -52,6 +52,8 @@ class Exercise:
     extra: Callable[[object, object], str | None] | None = None
     # property checks run after every case passes: check(fn) -> None or what is wrong (a gradient, an error)
     properties: list[Callable[[Callable], str | None]] = field(default_factory=list)
+    # same(expected, got) -> bool for exercises whose output is not tensors (default: allclose on tensors)
+    same: Callable[[object, object], bool] | None = None
 
 
 def _close(a, b, atol: float) -> bool:
@@ -631,6 +633,69 @@ def _value_small_kwargs(**changes) -> dict:
     return kwargs
 
 
+# ---------------------------------------------------------------------------------------- ranking_to_pairs
+RANKINGS = [
+    ("Write a positive review of a comedy about a dog.", ["Great fun.", "Fine.", "Dull."]),
+    ("Write a negative review of a horror film about a robot.", ["Awful.", "Weak.", "Meh.", "Good!"]),
+    ("Write a positive review of a drama about a chef.", ["Moving.", "Nice."]),
+]
+
+
+def _ranking_case(prompt, ranked):
+    def make() -> dict:
+        return {"prompt": prompt, "ranked": list(ranked), "_what": f"a ranking of {len(ranked)} responses"}
+    return make
+
+
+def _pair_keys(pairs) -> list[tuple] | None:
+    """The pairs as sorted (prompt, chosen, rejected) tuples, or None when they are not such dicts."""
+    try:
+        return sorted((p["prompt"], p["chosen"], p["rejected"]) for p in pairs)
+    except (TypeError, KeyError):
+        return None
+
+
+def _same_pairs(expected, got) -> bool:
+    """Same pairs, in any order."""
+    return isinstance(got, list) and _pair_keys(got) is not None and _pair_keys(got) == _pair_keys(expected)
+
+
+def _adjacent_only(prompt, ranked):
+    return [{"prompt": prompt, "chosen": ranked[i], "rejected": ranked[i + 1]} for i in range(len(ranked) - 1)]
+
+
+def _swapped(prompt, ranked):
+    return [{"prompt": prompt, "chosen": p["rejected"], "rejected": p["chosen"]}
+            for p in preferences.ranking_to_pairs(prompt, ranked)]
+
+
+def _both_orders(prompt, ranked):
+    return preferences.ranking_to_pairs(prompt, ranked) + _swapped(prompt, ranked)
+
+
+def _with_self_pairs(prompt, ranked):
+    return [{"prompt": prompt, "chosen": ranked[i], "rejected": ranked[j]}
+            for i in range(len(ranked)) for j in range(i, len(ranked))]
+
+
+def _wrong_keys(case, got) -> bool:
+    return not isinstance(got, list) or _pair_keys(got) is None
+
+
+_RANKING_MISTAKES = [
+    Mistake("Each pair must be a dict with the keys 'prompt', 'chosen' and 'rejected' (the columns TRL's trainers "
+            "read), in a list.", detect=_wrong_keys),
+    Mistake("Only neighbours were paired: a ranking of K gives K(K-1)/2 pairs, since every response beats every "
+            "response ranked below it, not only the next one.", impl=_adjacent_only),
+    Mistake("chosen and rejected are swapped: `ranked` is best-first, so the earlier response is the chosen one.",
+            impl=_swapped),
+    Mistake("Each pair appears in both orders: (better, worse) is one comparison; its mirror image says the "
+            "opposite and cancels it out in the loss.", impl=_both_orders),
+    Mistake("A response was paired with itself: a comparison needs two different responses (use j > i).",
+            impl=_with_self_pairs),
+]
+
+
 EXERCISES: dict[str, Exercise] = {
     "sft_loss": Exercise(
         reference=losses.sft_loss,
@@ -677,6 +742,12 @@ EXERCISES: dict[str, Exercise] = {
         properties=[lambda fn: _raises_value_error(fn, _ppo_small_kwargs(clip_eps=0.0), "clip_eps = 0",
                                                    "clip_eps must be > 0")],
     ),
+    "ranking_to_pairs": Exercise(
+        reference=preferences.ranking_to_pairs,
+        cases=[_ranking_case(p, r) for p, r in RANKINGS],
+        mistakes=_RANKING_MISTAKES,
+        same=_same_pairs,
+    ),
     "value_loss": Exercise(
         reference=losses.value_loss,
         cases=_VALUE_CASES,
@@ -718,7 +789,7 @@ def verify(name: str, fn: Callable) -> tuple[bool, str]:
             if not isinstance(got, (tuple, list)) or len(got) != len(exercise.outputs):
                 return False, (f"{name} should return a tuple ({', '.join(exercise.outputs)}); it returned "
                                f"{_show(got)} on {where}.")
-        elif not isinstance(got, (torch.Tensor, tuple, list)):
+        elif exercise.same is None and not isinstance(got, (torch.Tensor, tuple, list)):
             return False, f"{name} should return a torch tensor; it returned {type(got).__name__} on {where}."
         compared = _compared(exercise, got)
         if exercise.outputs and not isinstance(compared, (torch.Tensor, tuple, list)):
@@ -728,7 +799,7 @@ def verify(name: str, fn: Callable) -> tuple[bool, str]:
             return False, (f"{name} should return a single number (a 0-dim tensor); yours has shape "
                            f"{tuple(compared.shape)} on {where}. Did you forget to reduce with .sum() / .mean()?")
         expected = case["_expected"] if "_expected" in case else _compared(exercise, full_expected)
-        if _close(expected, compared, exercise.atol):
+        if _matches(exercise, expected, compared):
             problem = exercise.extra(got, full_expected) if exercise.extra else None
             if problem:
                 return False, f"{name} is wrong on {where}: {problem}"
@@ -747,6 +818,10 @@ def verify(name: str, fn: Callable) -> tuple[bool, str]:
     return True, f"{name} passed all {len(exercise.cases) + len(exercise.properties)} checks."
 
 
+def _matches(exercise: Exercise, expected, got) -> bool:
+    return exercise.same(expected, got) if exercise.same else _close(expected, got, exercise.atol)
+
+
 def _compared(exercise: Exercise, output):
     return exercise.compare(output) if exercise.compare else output
 
@@ -761,11 +836,18 @@ def _shows(mistake: Mistake, exercise: Exercise, case: dict, compared) -> bool:
         modelled = _compared(exercise, mistake.impl(**_clone(case)))
     except Exception:  # noqa: BLE001 - a mistake model that cannot run on this case does not match it
         return False
-    return _close(modelled, compared, exercise.atol)
+    return _matches(exercise, modelled, compared)
 
 
 def _mismatch(expected, got, exercise: Exercise) -> str:
     """Where a wrong output differs from the expected one, part by part for a tuple of named outputs."""
+    if exercise.same is not None:
+        expected_keys, got_keys = _pair_keys(expected), _pair_keys(got) or []
+        missing = [k for k in expected_keys if k not in got_keys]
+        extra = [k for k in got_keys if k not in expected_keys]
+        return (f"expected {len(expected_keys)} pairs, got {len(got_keys)}"
+                + (f"; missing (chosen, rejected) = {missing[0][1:]!r}" if missing else "")
+                + (f"; unexpected (chosen, rejected) = {extra[0][1:]!r}" if extra else ""))
     if (exercise.outputs and exercise.compare is None and isinstance(got, (tuple, list))
             and len(got) == len(expected)):
         return "; ".join(f"{part}: {_mismatch(e, g, Exercise(None, []))}"
