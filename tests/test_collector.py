@@ -1,12 +1,12 @@
 """The collector widget, driven from code: buttons are clicked, the store on disk is read back."""
 
+import random
+
 import pytest
 
 from rlhf_kit.preferences import PreferenceStore
 from rlhf_kit.ui.collector import PreferenceCollector
 from rlhf_kit.world import SimulatedAnnotator, format_prompt, make_review, random_attributes
-
-import random
 
 
 @pytest.fixture
@@ -74,7 +74,31 @@ def test_autopilot_labels_n_pairs_with_the_simulated_annotator(tmp_path, pairs):
     assert {d["choice"] for d in decisions[1:]} <= {"A", "B"}
     assert collector.autopilot(100) == 2 and collector.current is None      # only what is left
     # the agreement panel counts the hand-made choice only, with the 73% reference
-    assert "your 1 A/B choices" in collector.panel.value and "73%" in collector.panel.value
+    assert "1 A, 0 B, 0 tie, 0 skip (and 7 by the autopilot)" in collector.panel.value
+    assert "On your 1 A/B choices" in collector.panel.value and "73%" in collector.panel.value
+
+
+def test_agreement_panel_counts_and_stays_put(tmp_path, pairs):
+    simulated = SimulatedAnnotator(seed=0)
+    collector = PreferenceCollector(PreferenceStore(tmp_path / "x.jsonl"), pairs, annotator="ann",
+                                    simulated=simulated)
+    assert collector.panel.value == ""                                  # nothing labelled yet
+    state = simulated.rng.getstate()
+    for key in ("A", "B", "B", "tie", "skip"):
+        collector.choose(key)
+    panel = collector.panel.value
+    assert "Your labels: 1 A, 2 B, 1 tie, 1 skip." in panel and "On your 3 A/B choices" in panel
+    assert "InstructGPT" in panel and "73%" in panel
+    assert simulated.rng.getstate() == state                            # the panel leaves the autopilot's draws
+    collector.name.value, collector.name.value = "bob", "ann"           # two refreshes redraw the same numbers
+    assert collector.panel.value == panel
+
+
+def test_agreement_panel_without_a_simulated_annotator_still_counts(tmp_path, pairs):
+    collector = PreferenceCollector(PreferenceStore(tmp_path / "x.jsonl"), pairs, annotator="ann")
+    collector.choose("tie")
+    assert "Your labels: 0 A, 0 B, 1 tie, 0 skip." in collector.panel.value and "73%" in collector.panel.value
+    assert "simulated" not in collector.panel.value
 
 
 def test_autopilot_never_relabels_what_an_earlier_session_labelled(tmp_path, pairs):

@@ -9,11 +9,13 @@ dies loses nothing that was clicked; a new collector on the same store resumes a
 
 from __future__ import annotations
 
+import copy
 import html
+import math
 
 import ipywidgets as widgets
 
-from ..preferences import agreement_panel
+from ..preferences import CHOICES, INSTRUCTGPT_AGREEMENT, agreement_panel
 from ..world import gold_reward
 
 DEFAULT_RUBRIC = (
@@ -29,6 +31,9 @@ class PreferenceCollector:
     def __init__(self, store, pairs: list[dict], annotator: str = "", budget: int | None = None,
                  settings: dict | None = None, simulated=None, rubric: str = DEFAULT_RUBRIC):
         self.store, self.pairs, self.simulated = store, pairs, simulated
+        # The panel draws from its own copy, restarted at every refresh: its numbers stay put from click to click
+        # and it leaves the autopilot's draws alone.
+        self._panel_simulated = copy.deepcopy(simulated)
         self.budget = len(pairs) if budget is None else budget
         self.settings = settings or {}
         self.log: list[dict] = []          # this session's decisions still in effect, in order
@@ -58,21 +63,28 @@ class PreferenceCollector:
             widgets.HBox([self.progress, self.progress_label]),
             widgets.HBox([self.autopilot_count, self.autopilot_button]), self.status, self.panel,
         ])
+        # CSS classes for tests that click the widget in a browser
+        for w, css in ((self.widget, "rk-collector"), (self.name, "rk-annotator"), (self.prompt, "rk-prompt"),
+                       (self.responses[0], "rk-response-a"), (self.responses[1], "rk-response-b"),
+                       (self.progress_label, "rk-progress"), (self.autopilot_button, "rk-autopilot"),
+                       (self.status, "rk-status"), (self.panel, "rk-panel")):
+            w.add_class(css)
         self._refresh()
 
     @property
     def annotator(self) -> str:
         return self.name.value.strip()
 
-    def _todo(self, first_id: str | None = None) -> list[dict]:
-        """The pairs this annotator has not labelled yet (read from the store), `first_id` first."""
-        done = self.store.done_pair_ids(self.annotator) if self.annotator else set()
+    def _todo(self, decisions: list[dict], first_id: str | None = None) -> list[dict]:
+        """The pairs this annotator has no decision on in `decisions` (the store's), `first_id` first."""
+        done = {d["pair_id"] for d in decisions if d["annotator"] == self.annotator}
         todo = [p for p in self.pairs if p["pair_id"] not in done]
         return sorted(todo, key=lambda p: p["pair_id"] != first_id)      # an undone pair comes back first
 
     def _refresh(self, first_id: str | None = None) -> None:
         """Show the next unlabelled pair (or `first_id`), the progress and the agreement panel."""
-        todo = self._todo(first_id)
+        decisions = self.store.load() if self.annotator else []
+        todo = self._todo(decisions, first_id)
         labelled = len(self.pairs) - len(todo)
         finished = labelled >= self.budget or not todo
         self.current = None if finished or not self.annotator else todo[0]
@@ -90,21 +102,27 @@ class PreferenceCollector:
         self.prompt.value = f"<pre>{html.escape(pair['prompt'])}</pre>" if pair else ""
         for box, key, label in zip(self.responses, ("response_a", "response_b"), ("A", "B")):
             box.value = f"<b>{label}</b><br>{html.escape(pair[key])}" if pair else ""
-        self._show_agreement()
+        self.panel.value = self._panel_html(decisions)
 
-    def _show_agreement(self) -> None:
-        if self.simulated is None or not self.annotator:
-            return
-        mine = [d for d in self.store.load() if not d.get("settings", {}).get("autopilot")]
-        stats = agreement_panel(mine, self.annotator, self.simulated, gold_reward)
-        if not stats["n"]:
-            self.panel.value = ""
-            return
-        self.panel.value = (
-            f"On your {stats['n']} A/B choices you agree with the simulated annotator "
-            f"{stats['agree_simulated']:.0%} of the time (expected {stats['agree_simulated_expected']:.0%}) and "
-            f"with the gold ordering {stats['agree_gold']:.0%} ({stats['n_gold']} pairs). "
-            f"InstructGPT's labellers agreed with each other about {stats['instructgpt_reference']:.0%}.")
+    def _panel_html(self, decisions: list[dict]) -> str:
+        """This annotator's counts and, with a simulated annotator, the agreement of their own A/B choices."""
+        mine = [d for d in decisions if d["annotator"] == self.annotator]
+        if not mine:
+            return ""
+        by_hand = [d for d in mine if not d.get("settings", {}).get("autopilot")]
+        counts = ", ".join(f"{sum(d['choice'] == c for d in by_hand)} {c}" for c in CHOICES)
+        lines = [f"Your labels: {counts}" + (f" (and {len(mine) - len(by_hand)} by the autopilot)"
+                                             if len(mine) > len(by_hand) else "") + "."]
+        if self.simulated is not None:
+            stats = agreement_panel(by_hand, self.annotator, copy.deepcopy(self._panel_simulated), gold_reward)
+            if stats["n"]:
+                lines.append(f"On your {stats['n']} A/B choices you agree with the simulated annotator on "
+                             f"{_share(stats['agree_simulated'], stats['n'])}, about "
+                             f"{stats['agree_simulated_expected']:.0%} expected from its noise, and with the gold "
+                             f"ordering on {_share(stats['agree_gold'], stats['n_gold'])}.")
+        lines.append(f"For reference, InstructGPT's labellers agreed with each other about "
+                     f"{INSTRUCTGPT_AGREEMENT:.0%} of the time.")
+        return "<br>".join(lines)
 
     def choose(self, choice: str, autopilot: bool = False, refresh: bool = True) -> dict | None:
         """Record `choice` for the pair on screen (durably), then move on. Returns the stored decision."""
@@ -139,7 +157,7 @@ class PreferenceCollector:
             raise ValueError("No simulated annotator: pass simulated=SimulatedAnnotator() to use the autopilot.")
         if self.current is None:
             return 0
-        todo = self._todo(first_id=self.current["pair_id"])
+        todo = self._todo(self.store.load(), first_id=self.current["pair_id"])
         budget_left = self.budget - (len(self.pairs) - len(todo))
         batch = todo[: max(0, min(n, budget_left))]
         for pair in batch:                     # one store read for the whole run, one refresh at the end
@@ -151,3 +169,8 @@ class PreferenceCollector:
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _share(rate: float, n: int) -> str:
+    """"7 of 10 (70%)"; "0 pairs" when there is nothing to compare."""
+    return "0 pairs" if not n or math.isnan(rate) else f"{round(rate * n)} of {n} ({rate:.0%})"

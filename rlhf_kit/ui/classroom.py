@@ -1,0 +1,275 @@
+"""Classroom pooling: a room of students labels the same pairs, each into their own file, and the instructor pools them.
+
+    ClassroomCollector(labels_dir, pairs)    # a student types their name, presses Start, labels
+    pool(labels_dir)                         # the instructor: who labelled what, how much they agree
+
+`scripts/classroom.sh` serves `classroom/collect.ipynb` with Voila as a standalone page (no code, no JupyterLab):
+every page load gets its own kernel, so each student has their own widget. A name becomes the file
+`labels_dir/<name>.jsonl`, a `rlhf_kit.preferences.PreferenceStore` that the `PreferenceCollector` fsyncs each
+click to. Typing the same name again (after a reload, or on another machine) reopens that file and carries on
+after the pairs already labelled; the match ignores upper/lower case, so "alice" resumes "Alice".
+
+The notebook reads its inputs from the environment (see `classroom_pairs`, `classroom_dir`, `classroom_budget`):
+
+    RLHF_KIT_CLASSROOM_PAIRS   a JSONL file of pairs {"pair_id", "prompt", "response_a", "response_b"}; without
+                               it, the `preferences` stage of the workspace ($RLHF_KIT_PRESET, $RLHF_KIT_HOME)
+    RLHF_KIT_CLASSROOM_DIR     where the students' files go; default <workspace root>/classroom
+    RLHF_KIT_CLASSROOM_BUDGET  how many pairs each student labels; default all of them
+
+Everyone gets the pairs in the same order, so with a budget every student labels the same first pairs and the
+agreement numbers of `pool` compare as many shared pairs as possible.
+
+Run `python -m rlhf_kit.ui.classroom DIR` to print `pool(DIR)` as JSON.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from ..preferences import CHOICES, PreferenceStore, kappa_between, majority_vote, merge, pairwise_agreement
+from .collector import PreferenceCollector
+
+PAIRS_ENV, DIR_ENV, BUDGET_ENV = "RLHF_KIT_CLASSROOM_PAIRS", "RLHF_KIT_CLASSROOM_DIR", "RLHF_KIT_CLASSROOM_BUDGET"
+PAIR_KEYS = ("pair_id", "prompt", "response_a", "response_b")
+MAX_NAME = 40
+NAME_RULE = (f"Use letters, digits, '-', '_' and '.' (spaces become '-'), starting with a letter or a digit, at most "
+             f"{MAX_NAME} characters.")
+_NAME_CHAR = re.compile(r"[\w.-]")        # \w: letters and digits of any script, and '_'
+
+
+def clean_name(text: str) -> tuple[str | None, str]:
+    """(name, "") for a usable student name, else (None, why not). Whitespace runs become '-'; letters of any
+    script are kept (NFC-normalised, so the same name typed two ways gives the same file)."""
+    name = re.sub(r"\s+", "-", unicodedata.normalize("NFC", text or "").strip())
+    if not name:
+        return None, "Type your name first: your labels are saved in a file with that name."
+    bad = sorted({c for c in name if not _NAME_CHAR.fullmatch(c)})
+    if bad:
+        return None, f"A name cannot contain {' '.join(repr(c) for c in bad)}. {NAME_RULE}"
+    if not name[0].isalnum():
+        return None, f"{name!r} must start with a letter or a digit. {NAME_RULE}"
+    if len(name) > MAX_NAME:
+        return None, f"{name[:MAX_NAME]}... is {len(name)} characters long. {NAME_RULE}"
+    return name, ""
+
+
+class ClassroomCollector:
+    """Name + Start, then a `PreferenceCollector` on `labels_dir/<name>.jsonl` with annotator=<name>."""
+
+    def __init__(self, labels_dir, pairs: list[dict], budget: int | None = None, simulated=None):
+        if not pairs:
+            raise ValueError("ClassroomCollector needs at least one pair to label; got none")
+        self.labels_dir = Path(labels_dir)
+        self.pairs, self.budget, self.simulated = pairs, budget, simulated
+        self.collector: PreferenceCollector | None = None
+
+        self.name = widgets.Text(description="Your name", placeholder="e.g. Ada Lovelace")
+        self.start_button = widgets.Button(description="Start", button_style="primary")
+        self.start_button.on_click(lambda _: self.start())
+        self.message = widgets.HTML("Type your name and press <b>Start</b>. Your labels are saved under it; "
+                                    "come back with the same name to carry on where you left off.")
+        self.area = widgets.VBox()
+        self.widget = widgets.VBox([widgets.HTML("<h3>Which response is better?</h3>"),
+                                    widgets.HBox([self.name, self.start_button]), self.message, self.area])
+        for w, css in ((self.widget, "rk-classroom"), (self.name, "rk-classroom-name"),
+                       (self.start_button, "rk-classroom-start"), (self.message, "rk-classroom-message")):
+            w.add_class(css)
+
+    @property
+    def annotator(self) -> str | None:
+        """The name labels are saved under, once started."""
+        return self.collector.annotator if self.collector is not None else None
+
+    @property
+    def path(self) -> Path | None:
+        """This student's label file, once started."""
+        return Path(self.collector.store.path) if self.collector is not None else None
+
+    def _existing(self, name: str) -> str | None:
+        """The name of a label file already in labels_dir that matches `name` ignoring case."""
+        if not self.labels_dir.is_dir():
+            return None
+        if (self.labels_dir / f"{name}.jsonl").is_file():
+            return name
+        for path in sorted(self.labels_dir.glob("*.jsonl")):
+            if path.stem.casefold() == name.casefold():
+                return path.stem
+        return None
+
+    def start(self) -> PreferenceCollector | None:
+        """Validate the name; if it is usable, open (or reopen) its file and show the collector."""
+        if self.collector is not None:              # already labelling: one name per page
+            return self.collector
+        name, problem = clean_name(self.name.value)
+        if name is None:
+            self.message.value = f"<span style='color:#b00'>{html.escape(problem, quote=False)}</span>"
+            return None
+        name = self._existing(name) or name
+        path = self.labels_dir / f"{name}.jsonl"
+        try:
+            self.labels_dir.mkdir(parents=True, exist_ok=True)
+            store = PreferenceStore(path)
+            done = len(store.done_pair_ids(name) & {p["pair_id"] for p in self.pairs})
+            collector = PreferenceCollector(store, self.pairs, annotator=name, budget=self.budget,
+                                            settings={"classroom": True}, simulated=self.simulated)
+        except (OSError, ValueError) as e:           # unwritable folder, or a label file damaged by hand
+            self.message.value = (f"<span style='color:#b00'>Cannot open the labels of {html.escape(name)}: "
+                                  f"{html.escape(str(e), quote=False)} Ask your instructor.</span>")
+            return None
+        # The name is fixed for this page: labels typed under another name would land in this student's file.
+        collector.name.disabled = True
+        collector.name.observe(lambda change: setattr(collector.name, "value", name)
+                               if change["new"] != name else None, names="value")
+        self.collector = collector
+        self.name.value, self.name.disabled, self.start_button.disabled = name, True, True
+        welcome = (f"Welcome back, <b>{html.escape(name)}</b>: {done} already labelled, carrying on."
+                   if done else f"Hello <b>{html.escape(name)}</b>.")
+        self.message.value = (f"{welcome} Every click is saved in <code>{html.escape(str(path))}</code>. "
+                              f"To label under another name, reload the page.")
+        self.area.children = (collector.widget,)
+        return collector
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+# --------------------------------------------------------------------------------------- the instructor
+def pool(labels_dir) -> dict:
+    """Pool every `*.jsonl` label file in `labels_dir` (with `rlhf_kit.preferences.merge`) and compare annotators.
+
+        files        the label files, sorted
+        annotators   everyone with at least one standing decision, sorted
+        decisions    annotator -> {"A", "B", "tie", "skip", "total", "autopilot"}: standing decisions (undone
+                     ones left out; autopilot = how many of them the simulated annotator made)
+        agreement    one entry per pair of annotators: {"annotators": (a, b), "agreement", "n_agreement"} from
+                     `pairwise_agreement` (A/B choices on shared pairs) and {"kappa", "n_kappa"} from
+                     `kappa_between` (Cohen's kappa over shared A/B/tie labels); nan where nothing is shared
+        mean_agreement, mean_kappa   over the annotator pairs that share something (nan if none)
+        majority     pair_id -> the majority label (`majority_vote`)
+        pooled       the pooled decisions themselves
+    """
+    labels_dir = Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise FileNotFoundError(f"no classroom labels at {labels_dir}: it is created when the first student "
+                                f"presses Start (see scripts/classroom.sh)")
+    files = sorted(p for p in labels_dir.glob("*.jsonl") if not p.name.startswith("."))
+    pooled = merge(files) if files else []
+    annotators = sorted({d["annotator"] for d in pooled})
+    decisions = {}
+    for a in annotators:
+        mine = [d for d in pooled if d["annotator"] == a]
+        counts = Counter(d["choice"] for d in mine)
+        decisions[a] = {**{c: counts[c] for c in CHOICES}, "total": len(mine),
+                        "autopilot": sum(bool(d.get("settings", {}).get("autopilot")) for d in mine)}
+    agreement = []
+    for a, b in itertools.combinations(annotators, 2):
+        rate, n_rate = pairwise_agreement(pooled, a, b)
+        kappa, n_kappa = kappa_between(pooled, a, b)
+        agreement.append({"annotators": (a, b), "agreement": rate, "n_agreement": n_rate,
+                          "kappa": kappa, "n_kappa": n_kappa})
+
+    def mean(key):
+        values = [row[key] for row in agreement if not math.isnan(row[key])]
+        return sum(values) / len(values) if values else math.nan
+
+    return {"files": files, "annotators": annotators, "decisions": decisions, "agreement": agreement,
+            "mean_agreement": mean("agreement"), "mean_kappa": mean("kappa"), "majority": majority_vote(pooled),
+            "pooled": pooled}
+
+
+# ------------------------------------------------------------------------------ the notebook's inputs
+def read_pairs(path) -> list[dict]:
+    """Pairs from a JSONL file, one {"pair_id", "prompt", "response_a", "response_b", ...} per line, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no pairs file at {path} (${PAIRS_ENV})")
+    pairs, seen = [], {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path} line {n} is not valid JSON ({e})") from None
+        missing = [k for k in PAIR_KEYS if not isinstance(row, dict) or not isinstance(row.get(k), str)]
+        if missing:
+            raise ValueError(f"{path} line {n} has no string {', '.join(map(repr, missing))}; each line needs "
+                             f"{', '.join(PAIR_KEYS)}")
+        if row["pair_id"] in seen:
+            raise ValueError(f"{path} line {n} repeats pair_id {row['pair_id']!r} of line {seen[row['pair_id']]}")
+        seen[row["pair_id"]] = n
+        pairs.append(row)
+    if not pairs:
+        raise ValueError(f"{path} holds no pairs")
+    return pairs
+
+
+def _workspace():
+    from ..workspace import Workspace
+
+    return Workspace()          # $RLHF_KIT_PRESET and $RLHF_KIT_HOME
+
+
+def classroom_pairs(environ=None) -> list[dict]:
+    """The pairs to label: the file named by $RLHF_KIT_CLASSROOM_PAIRS, else the candidate pairs of the workspace's
+    `preferences` stage (built first if missing: minutes; scripts/classroom.sh builds it before serving)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(PAIRS_ENV):
+        return read_pairs(environ[PAIRS_ENV])
+    # The same file as rlhf_kit.reward.load_pairs, read without importing torch: one kernel per student.
+    return read_pairs(_workspace().ensure("preferences") / "pairs.jsonl")
+
+
+def classroom_dir(environ=None) -> Path:
+    """$RLHF_KIT_CLASSROOM_DIR, else `classroom/` in the workspace root (<home>/<preset>-seed0)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(DIR_ENV):
+        return Path(environ[DIR_ENV]).expanduser()
+    return _workspace().root / "classroom"
+
+
+def classroom_budget(environ=None) -> int | None:
+    """$RLHF_KIT_CLASSROOM_BUDGET as a positive int, else None (every pair)."""
+    environ = os.environ if environ is None else environ
+    value = (environ.get(BUDGET_ENV) or "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${BUDGET_ENV} is {value!r}; expected a positive number of pairs per student")
+    return int(value)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m rlhf_kit.ui.classroom LABELS_DIR   (prints pool(LABELS_DIR) as JSON, nan as null)")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    summary = pool(argv[0])
+    summary.pop("pooled")
+    print(json.dumps(_jsonable(summary), indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
