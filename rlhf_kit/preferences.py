@@ -438,3 +438,19 @@ def agreement_panel(decisions, annotator: str, simulated, gold_fn) -> dict:
             gold.append(("A" if gold_a > gold_b else "B") == d["choice"])
     return {"n": len(sim), "agree_simulated": _mean(sim), "agree_simulated_expected": _mean(expected),
             "agree_gold": _mean(gold), "n_gold": len(gold), "instructgpt_reference": INSTRUCTGPT_AGREEMENT}
+
+
+def gold_agreement(choices: dict[str, str], pairs, gold_fn) -> tuple[float, int]:
+    """(rate, n): over the pairs in `choices` (pair_id -> "A"/"B"/...) labelled A or B whose gold rewards differ,
+    the share where the label picks the response with the higher `gold_fn(prompt, response)`; nan when n is 0.
+    `pairs` holds the texts: [{"pair_id", "prompt", "response_a", "response_b"}]."""
+    by_id = {p["pair_id"]: p for p in pairs}
+    hits = []
+    for pid, choice in choices.items():
+        if choice not in ("A", "B") or pid not in by_id:
+            continue
+        p = by_id[pid]
+        gold_a, gold_b = gold_fn(p["prompt"], p["response_a"]), gold_fn(p["prompt"], p["response_b"])
+        if gold_a != gold_b:
+            hits.append(("A" if gold_a > gold_b else "B") == choice)
+    return _mean(hits), len(hits)

@@ -350,3 +350,15 @@ def test_agreement_panel_for_a_gold_following_labeller(store):
     panel = agreement_panel(store.load(), "alice", SimulatedAnnotator(temperature=0.5), gold_reward)
     assert panel["agree_gold"] == 1.0 and panel["n_gold"] == panel["n"] > 20
     assert 0.5 < panel["agree_simulated_expected"] < 1.0 and 0.0 <= panel["agree_simulated"] <= 1.0
+
+
+def test_gold_agreement_counts_only_decided_ab_pairs():
+    from rlhf_kit.preferences import gold_agreement
+
+    pairs = [{"pair_id": str(i), "prompt": "p", "response_a": a, "response_b": b}
+             for i, (a, b) in enumerate([("xx", "x"), ("x", "xx"), ("x", "y"), ("xxx", "x")])]
+    gold = lambda prompt, response: float(len(response))           # noqa: E731 - longer is better here
+    rate, n = gold_agreement({"0": "A", "1": "A", "2": "A", "3": "tie", "9": "A"}, pairs, gold)
+    assert (rate, n) == (0.5, 2)       # pair 2 is a gold tie, 3 a tie label, 9 unknown
+    rate, n = gold_agreement({}, pairs, gold)
+    assert n == 0 and rate != rate
