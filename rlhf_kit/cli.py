@@ -32,17 +32,53 @@ def _parser() -> argparse.ArgumentParser:
     labs.add_argument("--labs", default="labs")
 
     for name, (_, text) in TRAINING.items():
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--preset", choices=list(PRESETS), default=None,
-                       help="run size (default: $RLHF_KIT_PRESET or lab)")
-        p.add_argument("--workspace", default=None, help="workspace home (default: $RLHF_KIT_HOME or ./workspace)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
+        _add_run_options(sub.add_parser(name, help=text))
     collect = sub.choices["collect"]
     collect.add_argument("--simulated", action="store_true",
                          help="let the simulated annotator label the pairs (people label in lab 02's widget)")
     collect.add_argument("--pairs", type=int, default=None, help="number of pairs (default: the preset's)")
+    ppo = sub.add_parser("ppo", help="PPO from the SFT policy against the reward model; report gold and proxy "
+                                     "reward before/after on held-out prompts, and the KL")
+    _add_run_options(ppo)
+    ppo.add_argument("--beta", type=float, default=None, help="KL coefficient (default: the preset's)")
+    ppo.add_argument("--clip-eps", type=float, default=None, help="PPO ratio clip (default: the preset's)")
+    ppo.add_argument("--steps", type=int, default=None, help="PPO steps (default: the preset's)")
+    ppo.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    ppo.add_argument("--save", default=None, metavar="DIR", help="save the trained policy to DIR")
     return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """--preset/--workspace/--seed/--json, shared by the training subcommands."""
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="run size (default: $RLHF_KIT_PRESET or lab)")
+    p.add_argument("--workspace", default=None, help="workspace home (default: $RLHF_KIT_HOME or ./workspace)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:>22}: {value}")
+
+
+def _ppo(args) -> dict:
+    """`rlhf-kit ppo`: build the stages up to `reward` if missing, then PPO with the preset's settings and the
+    flags given. A run that diverges (NaN reward or loss) is reported like any other error: exit status 2."""
+    from .ppo import PPOConfig, PPODiverged, run_ppo
+
+    ws = Workspace(args.preset, args.workspace, args.seed)
+    overrides = {key: value for key, value in (("beta", args.beta), ("clip_eps", args.clip_eps),
+                                                ("steps", args.steps), ("lr", args.lr)) if value is not None}
+    config = PPOConfig.from_preset(ws.preset, ws.seed, **overrides)     # invalid flags fail before any building
+    ws.ensure("reward")
+    try:
+        return run_ppo(ws, config, save_dir=args.save)
+    except PPODiverged as error:
+        raise ValueError(str(error)) from error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(("stale: " if args.check else "wrote: ") + (", ".join(changed) or "nothing"))
             return 0
+        if args.command == "ppo":
+            _print_metrics(_ppo(args), args.json)
+            return 0
         stage = TRAINING[args.command][0]
         ws = Workspace(args.preset, args.workspace, args.seed)
         options = {}
@@ -73,12 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
             options["n_pairs"] = args.pairs
         ws.build(stage, **options)
-        metrics = ws.metrics(stage)
-        if args.json:
-            print(json.dumps(metrics))
-        else:
-            for key, value in metrics.items():
-                print(f"{key:>22}: {value}")
+        _print_metrics(ws.metrics(stage), args.json)
         return 0
     except (ValueError, WorkspaceError, FileNotFoundError) as error:
         print(f"rlhf-kit {args.command}: error: {error}", file=sys.stderr)

@@ -44,6 +44,14 @@ class Preset:
     # --- evaluation ---
     max_new_tokens: int         # generation budget for a response
     eval_temperature: float     # sampling temperature when evaluating a policy
+    # --- PPO (rlhf_kit.ppo.PPOConfig.from_preset) ---
+    ppo_steps: int              # PPO steps (rollout + updates each)
+    ppo_batch_size: int         # prompts per step
+    ppo_minibatch_size: int     # prompts per gradient update
+    ppo_epochs: int             # passes over each batch
+    ppo_lr: float
+    ppo_beta: float             # KL coefficient
+    ppo_clip_eps: float         # policy ratio clip
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +66,8 @@ PRESETS: dict[str, Preset] = {
         sft_steps=200, sft_batch_size=16, sft_lr=2e-3,
         n_pref_prompts=250, pref_k=4, pref_temperature=1.0, rm_steps=150, rm_batch_size=16, rm_lr=5e-4,
         max_new_tokens=64, eval_temperature=0.7,
+        ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
+        ppo_lr=3e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
     "lab": Preset(
         name="lab",
@@ -67,6 +77,8 @@ PRESETS: dict[str, Preset] = {
         sft_steps=300, sft_batch_size=32, sft_lr=1e-3,
         n_pref_prompts=400, pref_k=4, pref_temperature=1.0, rm_steps=300, rm_batch_size=32, rm_lr=3e-4,
         max_new_tokens=72, eval_temperature=0.7,
+        ppo_steps=40, ppo_batch_size=32, ppo_minibatch_size=16, ppo_epochs=2,
+        ppo_lr=2e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
     "gpu": Preset(
         name="gpu",
@@ -76,6 +88,8 @@ PRESETS: dict[str, Preset] = {
         sft_steps=1000, sft_batch_size=64, sft_lr=5e-4,
         n_pref_prompts=1500, pref_k=4, pref_temperature=1.0, rm_steps=1500, rm_batch_size=64, rm_lr=3e-4,
         max_new_tokens=72, eval_temperature=0.7,
+        ppo_steps=100, ppo_batch_size=64, ppo_minibatch_size=32, ppo_epochs=2,
+        ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
 }
 
