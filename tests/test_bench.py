@@ -1,0 +1,41 @@
+"""Smoke test of bench/ppo_vs_trl.py: one timed step of each trainer on the micro workspace."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("ppo_vs_trl", os.path.join(REPO, "bench", "ppo_vs_trl.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_bench_prints_samples_per_second_and_ratios(micro_rm_ws, capsys):
+    # The micro workspace lives at <home>/ci-seed0, so --preset ci finds its artefacts.
+    argv = ["--preset", "ci", "--workspace", str(micro_rm_ws.home), "--seed", str(micro_rm_ws.seed),
+            "--steps", "1", "--batch", "4", "--generations", "2", "--max-new-tokens", "8", "--json"]
+    assert load_bench().main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    for name in ("kit_ppo", "trl_rloo", "trl_grpo"):
+        assert result[f"{name}_samples_per_second"] > 0
+        assert len(result[f"{name}_step_seconds"]) == 1
+        assert 1 <= result[f"{name}_response_tokens"] <= 8
+        assert any(line.startswith(name) for line in out), f"no table row for {name}"
+    for name in ("trl_rloo", "trl_grpo"):
+        assert result[f"kit_over_{name}"] > 0
+    assert (result["batch"], result["generations"], result["max_new_tokens"]) == (4, 2, 8)
+
+
+def test_bench_rejects_a_batch_that_the_groups_do_not_divide(tmp_path, capsys):
+    argv = ["--preset", "ci", "--workspace", str(tmp_path), "--batch", "6", "--generations", "4"]
+    assert load_bench().main(argv) == 2
+    assert "--batch=6 must be a positive multiple of --generations=4" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "a bad flag must fail before anything is built"
