@@ -57,13 +57,19 @@ class Preset:
         return asdict(self)
 
 
+# SFT runs long enough for the policy to follow the *requested sentiment*, not only the format and the topic.
+# Measured (lab preset): after 300 steps the SFT samples ignored it (about half had the wrong sentiment) and a
+# reward model trained on their comparisons ordered held-out pairs like the gold reward only 52% of the time,
+# even with 12000 pairs or noise-free labels: "does the sentiment match the request" is a prompt x response
+# interaction a tiny model finds only when its SFT start already represents the request. After 900 steps:
+# SFT gold +2.23 and reward-model gold accuracy 72%.
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
         n_corpus_docs=600, n_demos=400, n_heldout=32,
         vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=128,
         pretrain_steps=300, pretrain_batch_size=16, pretrain_lr=3e-3,
-        sft_steps=200, sft_batch_size=16, sft_lr=2e-3,
+        sft_steps=1500, sft_batch_size=16, sft_lr=2e-3,
         n_pref_prompts=250, pref_k=4, pref_temperature=1.0, rm_steps=150, rm_batch_size=16, rm_lr=5e-4,
         max_new_tokens=64, eval_temperature=0.7,
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
@@ -74,8 +80,8 @@ PRESETS: dict[str, Preset] = {
         n_corpus_docs=3000, n_demos=2000, n_heldout=64,
         vocab_size=1024, n_layer=4, n_head=4, n_embd=128, n_positions=128,
         pretrain_steps=450, pretrain_batch_size=32, pretrain_lr=2e-3,
-        sft_steps=300, sft_batch_size=32, sft_lr=1e-3,
-        n_pref_prompts=400, pref_k=4, pref_temperature=1.0, rm_steps=300, rm_batch_size=32, rm_lr=3e-4,
+        sft_steps=900, sft_batch_size=32, sft_lr=1e-3,
+        n_pref_prompts=1000, pref_k=4, pref_temperature=1.0, rm_steps=300, rm_batch_size=32, rm_lr=3e-4,
         max_new_tokens=72, eval_temperature=0.7,
         ppo_steps=40, ppo_batch_size=32, ppo_minibatch_size=16, ppo_epochs=2,
         ppo_lr=2e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
