@@ -83,7 +83,18 @@ def build_preferences(ws, out_dir: Path, n_pairs: int | None = None) -> dict:
     n_prompts = p.n_pref_prompts if n_pairs is None else -(-n_pairs // pairs_per_prompt)
     candidates = sample_candidates(model, tokenizer, preference_prompts(world, n_prompts, ws.seed),
                                    p.pref_k, p.max_new_tokens, p.pref_temperature, seed=ws.seed)
-    pairs = candidate_pairs(candidates, seed=ws.seed)[:n_pairs]
+    pairs = candidate_pairs(candidates, seed=ws.seed)
+    # Identical samples give no pair: when a number of pairs was asked for, sample more prompts until it is met.
+    for extra_round in range(1, 5):
+        if n_pairs is None or len(pairs) >= n_pairs:
+            break
+        more = -(-(n_pairs - len(pairs)) // max(1, len(pairs) // max(1, len(candidates)))) + 1
+        prompts = preference_prompts(world, len(candidates) + more, ws.seed)[len(candidates):]
+        new = sample_candidates(model, tokenizer, prompts, p.pref_k, p.max_new_tokens, p.pref_temperature,
+                                seed=ws.seed + extra_round)
+        candidates += new
+        pairs += candidate_pairs(new, seed=ws.seed + extra_round)
+    pairs = pairs[:n_pairs]
     with open(out_dir / "pairs.jsonl", "w") as f:
         for pair in pairs:
             f.write(json.dumps({**pair, "settings": settings}) + "\n")
