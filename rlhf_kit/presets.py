@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {
         n_pref_prompts=250, pref_k=4, pref_temperature=1.0, rm_steps=150, rm_batch_size=16, rm_lr=5e-4,
         max_new_tokens=64, eval_temperature=0.7,
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
-        ppo_lr=3e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
+        ppo_lr=3e-5, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
     "lab": Preset(
         name="lab",
@@ -83,8 +83,10 @@ PRESETS: dict[str, Preset] = {
         sft_steps=900, sft_batch_size=32, sft_lr=1e-3,
         n_pref_prompts=1000, pref_k=4, pref_temperature=1.0, rm_steps=300, rm_batch_size=32, rm_lr=3e-4,
         max_new_tokens=72, eval_temperature=0.7,
+        # lr measured: 2e-4 climbed the reward model while the gold reward fell even at beta 0.05 (2.26 -> 2.24,
+        # KL 11); 5e-5 raised the gold reward (2.26 -> 2.38, KL 6.3) in the same 40 steps.
         ppo_steps=40, ppo_batch_size=32, ppo_minibatch_size=16, ppo_epochs=2,
-        ppo_lr=2e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
+        ppo_lr=5e-5, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
     "gpu": Preset(
         name="gpu",
