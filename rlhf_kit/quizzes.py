@@ -149,6 +149,68 @@ QUIZZES: dict[str, list[Question]] = {
             "scale) is arbitrary; the kit shifts and scales it to mean 0, std 1 on SFT samples.",
         )),
     ],
+    "04": [
+        _at(1, Question(
+            "One token has ratio 1.3 and advantage -3, with clip epsilon 0.2. What is its PPO objective "
+            "min(ratio * A, clip(ratio, 0.8, 1.2) * A)?",
+            ["-3.9: the min keeps the unclipped term, so a ratio that moved the wrong way is penalised in full",
+             "-3.6: clipping caps the penalty at ratio 1.2",
+             "0: a ratio outside the clip range is ignored",
+             "-4.8"],
+            0,
+            "min(1.3 * -3, 1.2 * -3) = min(-3.9, -3.6) = -3.9. Answering -3.6 (the clipped term wins, or 'take the "
+            "max for negative advantages') is a common misconception: clipping only removes the incentive to push "
+            "a ratio further in the direction the advantage favours, and never rescues one that moved the wrong way.",
+        )),
+        _at(2, Question(
+            "Why is the probability ratio exactly 1 on the first minibatch of the first PPO epoch?",
+            ["No update has happened yet, and the old log-probs were computed by the same forward pass at the same "
+             "temperature on the same minibatch",
+             "Clipping forces it to 1",
+             "The reference model equals the policy at the start of training",
+             "It is not exactly 1, only close to it"],
+            0,
+            "Before the first gradient step pi_theta is pi_old, so log pi_theta - log pi_old must be 0 exactly. "
+            "Any deviation means the log-probs are computed inconsistently (temperature, dropout, padding, "
+            "generate's scores), and every ratio PPO clips afterwards carries that error.",
+        )),
+        _at(0, Question(
+            "What does raising beta, the KL coefficient, do?",
+            ["It charges more for every token the policy makes more likely than the SFT reference did, so the "
+             "policy stays closer to SFT and the reward rises more slowly",
+             "It limits how far the ratio may move in one update",
+             "It scales the reward model's score up",
+             "It is the value model's learning rate"],
+            0,
+            "beta weighs the per-token penalty -beta * KL_t. At beta = 0 the leash is gone: the proxy reward rises "
+            "fastest, the KL grows, and the policy is free to find the reward model's mistakes (lab 05). Limiting "
+            "the ratio is clip epsilon's job.",
+        )),
+        _at(1, Question(
+            "Why does the reward model's score go on the eos token, not on every token of the response?",
+            ["It judges the complete response, which exists only once the eos ends it; GAE carries the credit "
+             "back to the earlier tokens",
+             "The eos token has the highest log-probability",
+             "Putting it on every token would give the same advantages",
+             "The reward model cannot score anything else"],
+            0,
+            "One score is earned once, when the episode ends. Adding it to every token would count it once per "
+            "token and reward long answers; the value model and GAE decide how much of it each earlier token "
+            "deserves.",
+        )),
+        _at(3, Question(
+            "What does GAE's lambda trade off?",
+            ["Bias against variance: lam = 0 leans on the value model's estimate (low variance, biased when V is "
+             "wrong), lam = 1 uses the actual rewards to the end (unbiased, high variance)",
+             "Memory against speed",
+             "The KL penalty against the score",
+             "How strongly the ratio is clipped"],
+            0,
+            "A_t sums the TD errors delta_{t+k} weighted by (gamma * lam)^k. lam = 0 gives A_t = delta_t, one real "
+            "reward plus V's guess; lam = 1 gives reward-to-go minus V_t, with all the randomness of the rest of "
+            "the response. The kit uses 0.95.",
+        )),
+    ],
 }
 
 
