@@ -49,6 +49,16 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "reward": (("preferences",), "rlhf_kit.reward:build_reward"),
 }
 
+# The preset fields each stage is built from (names or name prefixes). A finished stage records the values of its
+# own fields and of every stage before it; `ensure` rebuilds it when they no longer match the preset.
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "world": ("n_corpus_docs", "n_demos", "n_heldout"),
+    "base": ("vocab_size", "n_layer", "n_head", "n_embd", "n_positions", "pretrain_"),
+    "sft": ("sft_", "max_new_tokens", "eval_temperature"),
+    "preferences": ("n_pref_prompts", "pref_"),
+    "reward": ("rm_",),
+}
+
 # What a learner runs to (re)build a stage by hand.
 COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
             "reward": "reward"}
@@ -93,6 +103,24 @@ class Workspace:
             )
         return path
 
+    def settings(self, stage: str) -> dict:
+        """The preset values `stage` is built from: its own fields and those of every stage it depends on."""
+        prefixes, todo = [], [stage]
+        while todo:
+            current = todo.pop()
+            prefixes += STAGE_SETTINGS[current]
+            todo += STAGES[current][0]
+        return {k: v for k, v in self.preset.as_dict().items() if k.startswith(tuple(prefixes))}
+
+    def changed_settings(self, stage: str) -> dict:
+        """{field: (recorded, now)} for a finished stage built with other preset values; {} if none (or if its
+        DONE.json records none: hand-made or from an older kit)."""
+        recorded = json.loads((self.path(stage) / DONE_FILE).read_text()).get("settings")
+        if recorded is None:
+            return {}
+        now = self.settings(stage)
+        return {k: (recorded.get(k), v) for k, v in now.items() if recorded.get(k) != v}
+
     def metrics(self, stage: str) -> dict:
         return json.loads((self.require(stage) / DONE_FILE).read_text())
 
@@ -130,16 +158,22 @@ class Workspace:
         with self.writing(stage) as out_dir:
             metrics = _builder(stage)(self, out_dir, **kwargs)
             metrics = {"stage": stage, "preset": self.preset.name, "seed": self.seed,
-                       **metrics, "seconds": round(time.perf_counter() - started, 2)}
+                       **metrics, "seconds": round(time.perf_counter() - started, 2),
+                       "settings": self.settings(stage)}
             (out_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
         for later in downstream(stage):
             shutil.rmtree(self.path(later), ignore_errors=True)
         return self.path(stage)
 
     def ensure(self, stage: str) -> Path:
-        """The finished directory of `stage`, building it (and anything it needs) if missing or incomplete."""
+        """The finished directory of `stage`, building it (and anything it needs) if missing, incomplete, or built
+        with other preset values (the preset was changed since: say so, then rebuild)."""
         if self.is_done(stage):
-            return self.path(stage)
+            changed = self.changed_settings(stage)
+            if not changed:
+                return self.path(stage)
+            print(f"Rebuilding {stage!r}: it was built with other {self.preset.name!r} settings ("
+                  + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()) + ").", flush=True)
         return self.build(stage)
 
 

@@ -94,3 +94,29 @@ def test_rebuilding_a_stage_removes_what_was_built_from_it(tmp_path, micro_prese
     ws.build("base")
     assert ws.is_done("base") and ws.is_done("world")
     assert not ws.path("sft").exists()          # it was fine-tuned from the old base model
+
+
+def test_ensure_rebuilds_a_stage_built_with_other_preset_values(tmp_path, micro_preset, capsys):
+    from rlhf_kit.presets import get_preset
+
+    ws = Workspace(micro_preset, home=tmp_path)
+    ws.ensure("world")
+    assert ws.metrics("world")["settings"]["n_demos"] == micro_preset.n_demos
+    first = (ws.path("world") / DONE_FILE).read_text()
+    ws.ensure("world")                                             # same values: kept
+    assert (ws.path("world") / DONE_FILE).read_text() == first
+    changed = Workspace(get_preset(micro_preset, n_demos=micro_preset.n_demos + 3), home=tmp_path)
+    assert changed.changed_settings("world") == {"n_demos": (micro_preset.n_demos, micro_preset.n_demos + 3)}
+    changed.ensure("world")
+    assert "Rebuilding 'world'" in capsys.readouterr().out
+    assert changed.metrics("world")["demos"] == micro_preset.n_demos + 3
+    # a later stage records the values of the stages before it, so an upstream change reaches it too
+    assert "n_demos" in changed.settings("reward") and "rm_lr" not in changed.settings("sft")
+
+
+def test_a_done_marker_without_settings_is_trusted(tmp_path, micro_preset):
+    ws = Workspace(micro_preset, home=tmp_path)
+    ws.path("world").mkdir(parents=True)
+    (ws.path("world") / DONE_FILE).write_text("{}")
+    assert ws.changed_settings("world") == {}
+    assert ws.ensure("world") == ws.path("world")
