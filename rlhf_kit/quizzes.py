@@ -211,6 +211,55 @@ QUIZZES: dict[str, list[Question]] = {
             "the response. The kit uses 0.95.",
         )),
     ],
+    "05": [
+        _at(2, Question(
+            "Goodhart's law says a measure that becomes a target stops being a good measure. Where does it bite "
+            "in RLHF?",
+            ["PPO maximises the reward model's score, a learned stand-in for what people prefer; pushed hard "
+             "enough, the score keeps rising while the quality it stood for falls",
+             "The annotators disagree 27% of the time",
+             "The SFT loss stops falling after enough steps",
+             "The value model overfits its returns"],
+            0,
+            "The reward model was a good measure on the responses it was trained to compare. Once it is the target, "
+            "the policy is paid for whatever the model scores high, including its mistakes: the proxy curve keeps "
+            "climbing while the gold curve turns down.",
+        )),
+        _at(0, Question(
+            "Why does the KL penalty to the SFT policy reduce reward hacking?",
+            ["The reward model is only trustworthy near the responses it was trained on, which came from the SFT "
+             "policy; the penalty charges the policy for leaving that region",
+             "It makes the reward model more accurate",
+             "It stops each PPO update from moving the ratio too far",
+             "It makes responses shorter"],
+            0,
+            "Every nat of KL costs beta nats of reward, so the policy only drifts where the gain in score pays for "
+            "it. Limiting one update's ratio is clipping's job, and clipping is relative to the previous policy, "
+            "not to the SFT model: many small clipped steps can still walk far away.",
+        )),
+        _at(3, Question(
+            "Best-of-n sampling draws n responses and keeps the one the reward model scores highest. How far is "
+            "that from the policy it samples, in KL?",
+            ["log(n) - (n - 1)/n nats: it grows only like log n (about 1.8 nats for n = 16)",
+             "n nats", "0: nothing was trained, so the policy did not change", "log(n) * n nats"],
+            0,
+            "The chosen responses follow a different distribution from a single sample, even though no weights "
+            "changed. Its KL from the sampler is log n - (n - 1)/n, which is why best-of-n buys a lot of reward "
+            "per nat, and why it can be drawn on the same axes as PPO.",
+        )),
+        _at(1, Question(
+            "Why is a reward model easy to exploit on responses unlike the ones it was trained on?",
+            ["It learned from comparisons of SFT samples; where no such response was ever compared, nothing "
+             "tied its score to quality, and an optimiser seeks out exactly those regions",
+             "Its weights are frozen during PPO",
+             "Its scores are normalised to mean 0",
+             "It reads the response as text instead of tokens"],
+            0,
+            "Reward modelling is supervised learning, and PPO moves the inputs out of the training distribution. "
+            "A looped word or a run-on review was rarely or never compared, so its score is an extrapolation, and "
+            "the policy is rewarded for finding the extrapolations that came out too high (lab 03's probe).",
+        )),
+    ],
 }
 
 

@@ -1,0 +1,190 @@
+"""Reward hacking and over-optimisation (lab 05): optimise the proxy harder and watch the gold reward.
+
+Two ways to push a policy towards high reward-model (proxy) scores, both measured by how far they move from
+the SFT policy, in nats of KL, and by both rewards on the held-out instructions:
+
+- `beta_sweep`: PPO at several KL coefficients, evaluated at a few checkpoints, so each beta gives a curve;
+- `best_of_n`: no training at all; sample n responses from the SFT policy and keep the one the reward model
+  likes best. Its KL from the SFT policy has a closed form, log(n) - (n - 1) / n.
+
+`overoptimisation_plot` puts both on the same axes (the shape of Gao et al. 2022, "Scaling laws for reward
+model overoptimization"), and `term_shift` / `hacked_samples` say which terms of the gold reward
+(`world.gold_breakdown`) a hacked policy gave up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from .models import generate, load_causal_lm
+from .ppo import PPOConfig, PPOTrainer
+from .reward import RewardScorer
+from .ui.plots import Plot
+from .world import gold_breakdown, gold_reward, load_world
+
+TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")
+
+
+def heldout_prompts(ws) -> list[str]:
+    """The world's held-out instructions: never trained on, used for every evaluation in this lab."""
+    return [row["prompt"] for row in load_world(ws.require("world")).heldout]
+
+
+# ------------------------------------------------------------------------------------------- beta sweep
+def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prompts: list[str] | None = None,
+               samples_per_prompt: int = 4, **overrides) -> list[dict]:
+    """One PPO run per beta, each from the SFT policy with the same seed, evaluated on held-out prompts at step 0
+    and at `n_checkpoints` evenly spaced steps (the last one is the end of the run).
+
+    `steps` defaults to the preset's PPO steps; other keyword arguments override `PPOConfig` fields (e.g.
+    `lr=2e-4`, `seed=1`, or `adaptive_kl=True, kl_target=2.0`). Returns one row per (beta, checkpoint):
+
+        {"beta": the beta the run started with, "beta_now": beta at the checkpoint (differs with adaptive_kl),
+         "step": PPO steps done, "kl": KL from the SFT policy in nats per response, "proxy": mean reward-model
+         score (normalised), "gold": mean gold reward, "format_rate", "samples": evaluate()'s rows}
+
+    kl is 0 at step 0 and otherwise the mean of the training batches' KL over the (up to) 3 steps before the
+    checkpoint (sampled at the training temperature); proxy and gold are `PPOTrainer.evaluate` on
+    `samples_per_prompt` samples of each of `prompts` (default: the held-out prompts), at the evaluation
+    temperature, from the same random streams every time. One sample per prompt is too noisy to see a change
+    of a tenth in the gold reward on 32 prompts.
+    """
+    prompts = [p for p in (prompts or heldout_prompts(ws)) for _ in range(samples_per_prompt)]
+    seed = overrides.pop("seed", ws.seed)
+    rows = []
+    for beta in tqdm(list(betas), desc="beta sweep", leave=False):
+        config = PPOConfig.from_preset(ws.preset, seed, beta=beta,
+                                       **({} if steps is None else {"steps": steps}), **overrides)
+        trainer = PPOTrainer.from_workspace(ws, config)
+        every = max(1, config.steps // n_checkpoints)
+        checkpoints = sorted({0, config.steps, *range(every, config.steps, every)})
+        for start, stop in zip([0, *checkpoints], checkpoints):
+            if stop > start:
+                trainer.train(stop - start)
+            recent = [stats["kl"] for stats in trainer.history[-3:]]
+            result = trainer.evaluate(prompts)
+            rows.append({"beta": beta, "beta_now": trainer.beta, "step": stop,
+                         "kl": sum(recent) / len(recent) if recent else 0.0, "proxy": result["score"],
+                         "gold": result["gold"], "format_rate": result["format_rate"],
+                         "samples": result["samples"]})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ best of n
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || policy) in nats: log(n) - (n - 1) / n (0 for n = 1; grows like log n)."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1 samples; got n={n}.")
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n(ws, ns=(1, 2, 4, 8, 16), prompts: list[str] | None = None, temperature: float | None = None,
+              seed: int | None = None) -> list[dict]:
+    """Best-of-n sampling from the SFT policy, judged by the reward model; no training.
+
+    For each prompt, max(ns) responses are sampled once (at `temperature`, default the preset's evaluation
+    temperature) and scored by the reward model and the gold reward. For each n they are split into
+    max(ns) // n disjoint groups of n; each group keeps its highest-proxy response, and the kept responses'
+    proxy and gold are averaged over groups and prompts. Returns one row per n:
+
+        {"n", "kl": best_of_n_kl(n), "proxy", "gold", "samples": the first group's pick per prompt}
+    """
+    ns = sorted(set(ns))
+    if not ns or ns[0] < 1:
+        raise ValueError(f"best_of_n needs sizes n >= 1; got {ns}.")
+    prompts = prompts or heldout_prompts(ws)
+    temperature = ws.preset.eval_temperature if temperature is None else temperature
+    largest = ns[-1]
+    policy, tokenizer = load_causal_lm(ws.require("sft"))
+    flat = generate(policy, tokenizer, [p for p in prompts for _ in range(largest)], ws.preset.max_new_tokens,
+                    temperature, seed=ws.seed if seed is None else seed, batch_size=64)
+    proxy = RewardScorer(ws.require("reward"))([p for p in prompts for _ in range(largest)], flat)
+    proxy = proxy.reshape(len(prompts), largest)
+    gold = torch.tensor([gold_reward(p, r) for p, r in zip([p for p in prompts for _ in range(largest)], flat)])
+    gold = gold.reshape(len(prompts), largest)
+    rows = []
+    for n in ns:
+        groups = largest // n
+        picked = proxy[:, : groups * n].reshape(len(prompts), groups, n).argmax(-1)     # (prompts, groups)
+        index = picked + torch.arange(groups) * n
+        samples = [{"prompt": p, "response": flat[i * largest + index[i, 0]], "score": proxy[i, index[i, 0]].item(),
+                    "gold": gold[i, index[i, 0]].item()} for i, p in enumerate(prompts)]
+        rows.append({"n": n, "kl": best_of_n_kl(n), "proxy": proxy.gather(1, index).mean().item(),
+                     "gold": gold.gather(1, index).mean().item(), "samples": samples})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def overoptimisation_plot(sweep: list[dict], bon: list[dict] | None = None,
+                          title: str = "optimising the proxy: reward model vs gold") -> Plot:
+    """Proxy (left) and gold reward (right) against sqrt(KL from the SFT policy), one line per beta of the
+    sweep (dots at its checkpoints) and best-of-n on the same axes (dashed, labelled by n)."""
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
+    betas = list(dict.fromkeys(row["beta"] for row in sweep))
+    colours = [f"C{i}" for i in range(len(betas))]
+    for ax, key, name in zip(axes, ("proxy", "gold"), ("proxy: reward-model score (normalised)", "gold reward")):
+        for beta, colour in zip(betas, colours):
+            run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
+            ax.plot([math.sqrt(max(row["kl"], 0.0)) for row in run], [row[key] for row in run], "o-",
+                    color=colour, label=f"PPO beta = {beta:g}")
+        if bon:
+            ax.plot([math.sqrt(row["kl"]) for row in bon], [row[key] for row in bon], "s--", color="black",
+                    label="best-of-n")
+            for row in bon:
+                ax.annotate(f"n={row['n']}", (math.sqrt(row["kl"]), row[key]), textcoords="offset points",
+                            xytext=(3, -11), fontsize=7, color="#444")
+        ax.set(xlabel="sqrt(KL from SFT)  [sqrt(nats)]", ylabel=name, title=name.split(":")[0])
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return Plot(fig)
+
+
+# --------------------------------------------------------------------------------- what was given up
+def mean_terms(samples: list[dict]) -> dict[str, float]:
+    """The mean of each `gold_breakdown` term (and the total) over samples [{"prompt", "response"}, ...]."""
+    parts = [gold_breakdown(s["prompt"], s["response"]) for s in samples]
+    return {term: sum(p[term] for p in parts) / len(parts) for term in (*TERMS, "total")}
+
+
+def term_shift(sweep: list[dict], beta: float) -> list[dict]:
+    """How each gold term moved in the run at `beta`, from its step-0 evaluation (the SFT policy) to its last:
+    [{"term", "SFT", "after PPO", "change"}], the total last. A negative change is a term the policy gave up."""
+    run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
+    if not run:
+        raise ValueError(f"The sweep has no run at beta={beta}; it has betas "
+                         f"{sorted(set(row['beta'] for row in sweep))}.")
+    before, after = mean_terms(run[0]["samples"]), mean_terms(run[-1]["samples"])
+    return [{"term": term, "SFT": before[term], "after PPO": after[term], "change": after[term] - before[term]}
+            for term in before]
+
+
+def hacked_samples(sweep: list[dict], beta: float = 0.0, k: int = 5) -> list[dict]:
+    """The k held-out samples of the run at `beta`'s last checkpoint with the largest proxy-minus-gold gap
+    (both standardised over the batch), each with its proxy, gold and gold terms:
+    [{"prompt", "response", "proxy", "gold", "sentiment", "topic", ...}]."""
+    run = [row for row in sweep if row["beta"] == beta]
+    if not run:
+        raise ValueError(f"The sweep has no run at beta={beta}.")
+    samples = max(run, key=lambda row: row["step"])["samples"]
+
+    def standardise(values):
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0
+        return [(v - mean) / std for v in values]
+
+    gaps = [p - g for p, g in zip(standardise([s["score"] for s in samples]),
+                                  standardise([s["gold"] for s in samples]))]
+    order = sorted(range(len(samples)), key=lambda i: -gaps[i])[:k]
+    rows = []
+    for i in order:
+        s = samples[i]
+        parts = gold_breakdown(s["prompt"], s["response"])
+        rows.append({"prompt": s["prompt"], "response": s["response"], "proxy": s["score"], "gold": s["gold"],
+                     **{term: parts[term] for term in TERMS}})
+    return rows

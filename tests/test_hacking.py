@@ -1,0 +1,78 @@
+import math
+
+import pytest
+
+from rlhf_kit.hacking import (TERMS, best_of_n, best_of_n_kl, beta_sweep, hacked_samples, heldout_prompts,
+                              mean_terms, overoptimisation_plot, term_shift)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = dict(batch_size=4, minibatch_size=2, ppo_epochs=1, lr=1e-3, max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def sweep(micro_rm_ws):
+    return beta_sweep(micro_rm_ws, [0.0, 0.5], steps=4, n_checkpoints=2, prompts=heldout_prompts(micro_rm_ws)[:2],
+                      samples_per_prompt=2, **TINY)
+
+
+@pytest.fixture(scope="module")
+def bon(micro_rm_ws):
+    return best_of_n(micro_rm_ws, ns=(1, 2, 4), prompts=heldout_prompts(micro_rm_ws)[:4])
+
+
+def test_best_of_n_kl_is_log_n_minus_n_minus_one_over_n():
+    assert best_of_n_kl(1) == 0.0
+    assert math.isclose(best_of_n_kl(2), math.log(2) - 0.5)
+    assert math.isclose(best_of_n_kl(16), math.log(16) - 15 / 16)
+    assert all(best_of_n_kl(n) < best_of_n_kl(2 * n) for n in (1, 2, 4, 8))
+    with pytest.raises(ValueError, match="n >= 1"):
+        best_of_n_kl(0)
+
+
+def test_beta_sweep_gives_a_curve_per_beta(sweep):
+    assert [(row["beta"], row["step"]) for row in sweep] == [(0.0, 0), (0.0, 2), (0.0, 4),
+                                                             (0.5, 0), (0.5, 2), (0.5, 4)]
+    for row in sweep:
+        assert {"beta", "beta_now", "step", "kl", "proxy", "gold", "format_rate", "samples"} <= set(row)
+        assert len(row["samples"]) == 4 and all(math.isfinite(row[k]) for k in ("kl", "proxy", "gold"))
+    starts = [row for row in sweep if row["step"] == 0]
+    assert all(row["kl"] == 0.0 for row in starts)
+    # Every run starts from the same SFT policy and evaluates on the same random streams.
+    assert starts[0]["proxy"] == pytest.approx(starts[1]["proxy"], abs=1e-5)
+    assert starts[0]["gold"] == pytest.approx(starts[1]["gold"], abs=1e-6)
+
+
+def test_best_of_n_rows_and_the_proxy_of_the_pick_rises_with_n(bon):
+    assert [row["n"] for row in bon] == [1, 2, 4]
+    assert [row["kl"] for row in bon] == [best_of_n_kl(n) for n in (1, 2, 4)]
+    assert all(len(row["samples"]) == 4 for row in bon)
+    # Each n = 2 pair's pick beats the mean of its pair, so the mean over the same samples can only rise.
+    assert bon[0]["proxy"] <= bon[1]["proxy"] + 1e-6 <= bon[2]["proxy"] + 2e-6
+
+
+def test_best_of_n_rejects_bad_sizes(micro_rm_ws):
+    with pytest.raises(ValueError, match="n >= 1"):
+        best_of_n(micro_rm_ws, ns=(0, 2))
+
+
+def test_the_plot_renders_both_panels_with_a_line_per_beta_and_best_of_n(sweep, bon):
+    plot = overoptimisation_plot(sweep, bon)
+    assert plot._repr_png_().startswith(PNG_MAGIC)
+    proxy_ax, gold_ax = plot.figure.axes
+    assert len(proxy_ax.lines) == len(gold_ax.lines) == 3          # beta 0, beta 0.5, best-of-n
+    xs = proxy_ax.lines[2].get_xdata()
+    assert list(xs) == pytest.approx([math.sqrt(best_of_n_kl(n)) for n in (1, 2, 4)])
+
+
+def test_term_shift_and_hacked_samples_explain_the_gold_reward(sweep):
+    shift = term_shift(sweep, 0.0)
+    assert [row["term"] for row in shift] == [*TERMS, "total"]
+    assert shift[-1]["change"] == pytest.approx(sum(row["change"] for row in shift[:-1]))
+    rows = hacked_samples(sweep, beta=0.0, k=3)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["gold"] == pytest.approx(sum(row[term] for term in TERMS))
+    last = [row for row in sweep if row["beta"] == 0.0][-1]
+    assert mean_terms(last["samples"])["total"] == pytest.approx(last["gold"])
+    with pytest.raises(ValueError, match="no run at beta=0.25"):
+        term_shift(sweep, 0.25)
