@@ -12,14 +12,16 @@ import sys
 
 import torch
 
+from conftest import MICRO                      # this script's folder, tests/, is on sys.path
 from rlhf_kit.ppo import PPOConfig, PPOTrainer
+from rlhf_kit.presets import get_preset
 from rlhf_kit.workspace import Workspace
 
 CONFIG = PPOConfig(steps=2, batch_size=4, minibatch_size=4, ppo_epochs=2, lr=1e-3, max_new_tokens=8, seed=0)
 
 
 def run(home: str) -> dict:
-    trainer = PPOTrainer.from_workspace(Workspace("ci", home, seed=0), CONFIG)
+    trainer = PPOTrainer.from_workspace(Workspace(get_preset("ci", **MICRO), home, seed=0), CONFIG)
     history = trainer.train()
     weights = torch.cat([p.detach().float().flatten().cpu() for p in trainer.unwrapped_policy.parameters()])
     return {"processes": trainer.accelerator.num_processes,

@@ -11,6 +11,7 @@ from rlhf_kit.cli import main
 from rlhf_kit.models import load_causal_lm
 from rlhf_kit.ppo import (STAT_KEYS, AdaptiveKLController, PPOConfig, PPODiverged, PPOTrainer, ValueModel,
                           response_mask, row_seeds)
+from rlhf_kit.presets import PRESETS
 from rlhf_kit.reward import RewardScorer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,8 +175,10 @@ def test_one_and_two_processes_give_the_same_run(micro_rm_ws, tmp_path):
     assert (weights_one - weights_two).abs().max() < 1e-4
 
 
-def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, capsys):
-    """`rlhf-kit ppo --json` on the tests' micro workspace (it lives where the `ci` preset's would)."""
+def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, micro_preset, capsys, monkeypatch):
+    """`rlhf-kit ppo --json` on the tests' micro workspace (it lives where the `ci` preset's would; "ci" names
+    the micro preset here, else ensure() would rebuild it at ci size)."""
+    monkeypatch.setitem(PRESETS, "ci", micro_preset)
     code = main(["ppo", "--preset", "ci", "--workspace", str(micro_rm_ws.home), "--beta", "0.05", "--clip-eps",
                  "0.2", "--steps", "2", "--json"])
     out = capsys.readouterr().out
