@@ -72,8 +72,9 @@ PRESETS: dict[str, Preset] = {
         sft_steps=1500, sft_batch_size=16, sft_lr=2e-3,
         n_pref_prompts=250, pref_k=4, pref_temperature=1.0, rm_steps=150, rm_batch_size=16, rm_lr=5e-4,
         max_new_tokens=64, eval_temperature=0.7,
+        # lr 1e-4: at 3e-5 twenty steps left the held-out proxy score within noise of SFT's (lab 04 failed in CI)
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
-        ppo_lr=3e-5, ppo_beta=0.05, ppo_clip_eps=0.2,
+        ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
     "lab": Preset(
         name="lab",
