@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from rlhf_kit.preferences import PreferenceStore
 from rlhf_kit.workspace import default_home
+from servers import free_port, in_ci, kill_processes_with   # tests/servers.py
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_02 = REPO / "labs" / "02_collecting_preferences.ipynb"
@@ -42,10 +42,6 @@ RUN_TIMEOUT_S = 8 * 60                                 # Run All to the last cel
 CLICK_TIMEOUT_MS = 60_000                              # each click's round trip to the kernel and the view
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def require_browser():
     """Skip (fail under $CI) unless Chromium and Playwright are installed."""
     missing = [] if Path(CHROMIUM).is_file() else [f"{CHROMIUM} (Debian package chromium)"]
@@ -59,23 +55,6 @@ def require_browser():
         if in_ci():
             pytest.fail(f"{reason}. $CI is set, so this is a failure, not a skip.", pytrace=False)
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_processes_with(marker: bytes) -> None:
-    """SIGKILL what is left of the processes this test started (they carry `marker` in their environment), e.g. a
-    kernel still training when the server was killed. Linux only; elsewhere it does nothing."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(proc.name) != os.getpid() and marker in (proc / "environ").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
 
 
 @contextmanager

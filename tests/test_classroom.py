@@ -27,6 +27,7 @@ import pytest
 from rlhf_kit.preferences import PreferenceStore, pair_id
 from rlhf_kit.ui import classroom
 from rlhf_kit.ui.classroom import ClassroomCollector, clean_name, pool
+from servers import free_port, in_ci, kill_processes_with   # tests/servers.py
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "classroom" / "collect.ipynb"
@@ -281,10 +282,6 @@ def test_the_notebook_is_committed_without_outputs():
 
 
 # ------------------------------------------------------------------------------------------------ Voila
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def require_voila():
     missing = []
     for module in ("voila", "websockets.sync.client"):
@@ -297,23 +294,6 @@ def require_voila():
         if in_ci():
             pytest.fail(f"{reason}. $CI is set, so this is a failure, not a skip.", pytrace=False)
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_processes_with(marker: bytes) -> None:
-    """SIGKILL what is left of the processes this test started (kernels carry `marker` in their environment).
-    Linux only; elsewhere it does nothing."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(proc.name) != os.getpid() and marker in (proc / "environ").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
 
 
 @contextmanager
