@@ -8,8 +8,8 @@ the SFT policy, in nats of KL, and by both rewards on the held-out instructions:
   likes best. Its KL from the SFT policy has a closed form, log(n) - (n - 1) / n.
 
 `overoptimisation_plot` puts both on the same axes (the shape of Gao et al. 2022, "Scaling laws for reward
-model overoptimization"), and `term_shift` / `hacked_samples` say which terms of the gold reward
-(`world.gold_breakdown`) a hacked policy gave up.
+model overoptimization"), and `term_shift` / `hacked_samples` / `word_shift` say which terms of the gold
+reward (`world.gold_breakdown`) a hacked policy gave up, and which words it wrote instead.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .models import generate, load_causal_lm
 from .ppo import PPOConfig, PPOTrainer
 from .reward import RewardScorer
 from .ui.plots import Plot
-from .world import gold_breakdown, gold_reward, load_world
+from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, gold_reward, load_world, parse_prompt, words
 
 TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")
 
@@ -188,3 +188,36 @@ def hacked_samples(sweep: list[dict], beta: float = 0.0, k: int = 5) -> list[dic
         rows.append({"prompt": s["prompt"], "response": s["response"], "proxy": s["score"], "gold": s["gold"],
                      **{term: parts[term] for term in TERMS}})
     return rows
+
+
+def word_shift(sweep: list[dict], beta: float, asked: str | None = None, k: int = 8) -> list[dict]:
+    """The k words whose share of responses rose most in the run at `beta`, from its step-0 evaluation (the SFT
+    policy) to its last; `asked="positive"` (or "negative") keeps only the responses to requests for that
+    sentiment. A hacked policy's new favourite words are the feature it found the reward model overrates.
+
+    Returns [{"word", "SFT", "after PPO", "change", "lexicon"}], where SFT and after PPO are the fractions of
+    responses containing the word and lexicon is "positive", "negative" or "" (the toy world's sentiment words).
+    """
+    if asked not in (None, "positive", "negative"):
+        raise ValueError(f'word_shift: asked must be None, "positive" or "negative"; got {asked!r}.')
+    run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
+    if not run:
+        raise ValueError(f"The sweep has no run at beta={beta}; it has betas "
+                         f"{sorted(set(row['beta'] for row in sweep))}.")
+
+    def share(samples) -> dict[str, float]:
+        kept = [s for s in samples if asked is None or parse_prompt(s["prompt"]).sentiment == asked]
+        if not kept:
+            raise ValueError(f"The run at beta={beta} has no responses to {asked} requests.")
+        counts: dict[str, int] = {}
+        for s in kept:
+            for word in set(words(s["response"])):
+                counts[word] = counts.get(word, 0) + 1
+        return {word: n / len(kept) for word, n in counts.items()}
+
+    before, after = share(run[0]["samples"]), share(run[-1]["samples"])
+    change = {word: after.get(word, 0.0) - before.get(word, 0.0) for word in {*before, *after}}
+    top = sorted(change, key=lambda word: (-change[word], word))[:k]
+    lexicon = {**{w: "positive" for w in POSITIVE_WORDS}, **{w: "negative" for w in NEGATIVE_WORDS}}
+    return [{"word": w, "SFT": before.get(w, 0.0), "after PPO": after.get(w, 0.0), "change": change[w],
+             "lexicon": lexicon.get(w, "")} for w in top]

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from rlhf_kit.hacking import (TERMS, best_of_n, best_of_n_kl, beta_sweep, hacked_samples, heldout_prompts,
-                              mean_terms, overoptimisation_plot, term_shift)
+                              mean_terms, overoptimisation_plot, term_shift, word_shift)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = dict(batch_size=4, minibatch_size=2, ppo_epochs=1, lr=1e-3, max_new_tokens=8)
@@ -76,3 +76,25 @@ def test_term_shift_and_hacked_samples_explain_the_gold_reward(sweep):
     assert mean_terms(last["samples"])["total"] == pytest.approx(last["gold"])
     with pytest.raises(ValueError, match="no run at beta=0.25"):
         term_shift(sweep, 0.25)
+
+
+def _sweep_of(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> list[dict]:
+    rows = lambda pairs: [{"prompt": p, "response": r} for p, r in pairs]
+    return [{"beta": 0.0, "step": 0, "samples": rows(before)}, {"beta": 0.0, "step": 5, "samples": rows(after)}]
+
+
+def test_word_shift_finds_the_words_a_run_took_up_per_requested_sentiment():
+    pos = "### Instruction:\nWrite a positive review of a comedy about a dog.\n### Response:\n"
+    neg = "### Instruction:\nWrite a negative review of a horror about a ghost.\n### Response:\n"
+    sweep = _sweep_of([(pos, "A wonderful comedy."), (pos, "A fun dog film."), (neg, "Awful.")],
+                      [(pos, "A stupid stupid comedy."), (pos, "Stupid, wonderful dog."), (neg, "Awful ghost.")])
+    top = word_shift(sweep, 0.0, asked="positive", k=2)
+    # "stupid" twice in one response counts once: it is in 2 of the 2 positive responses after, 0 before
+    assert top[0] == {"word": "stupid", "SFT": 0.0, "after PPO": 1.0, "change": 1.0, "lexicon": "negative"}
+    assert top[1]["change"] == pytest.approx(0.0) and top[1]["word"] == "comedy"     # ties go alphabetically
+    everyone = {row["word"]: row for row in word_shift(sweep, 0.0, k=20)}
+    assert everyone["ghost"]["change"] == pytest.approx(1 / 3) and everyone["wonderful"]["lexicon"] == "positive"
+    with pytest.raises(ValueError, match='"positive" or "negative"'):
+        word_shift(sweep, 0.0, asked="happy")
+    with pytest.raises(ValueError, match="no run at beta=0.5"):
+        word_shift(sweep, 0.5)
