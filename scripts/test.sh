@@ -7,7 +7,7 @@ export RLHF_KIT_PRESET=ci HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 export RLHF_KIT_HOME="$(mktemp -d -t rlhf-kit-test-XXXXXX)"
 trap 'rm -rf "$RLHF_KIT_HOME"' EXIT
 .venv/bin/rlhf-kit build-labs --check
-# Build the ci workspace up to the preference pairs once, first: every notebook reuses these stages, and the
-# browser test's JupyterLab kernel then only runs lab 02's cells instead of training models under its time limit.
-.venv/bin/python -c 'from rlhf_kit.workspace import Workspace; print("built:", Workspace().ensure("preferences"))'
+# Build the ci workspace up to the reward model once, first: every notebook reuses these stages, and the
+# browser tests' JupyterLab kernels then only run labs 02 and 04 instead of training models under their time limit.
+.venv/bin/python -c 'from rlhf_kit.workspace import Workspace; print("built:", Workspace().ensure("reward"))'
 .venv/bin/python -m pytest -p no:cacheprovider --nbval-lax --durations=15 tests solutions labs "$@"

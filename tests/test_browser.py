@@ -1,5 +1,9 @@
-"""The preference collector in a real browser: JupyterLab runs a notebook with "Run All", headless Chromium (driven
-by Playwright) clicks the rendered widget, and the store file on disk must hold exactly those clicks.
+"""The course's widgets in a real browser: JupyterLab runs a notebook with "Run All" and headless Chromium (driven by
+Playwright) uses the rendered widgets.
+
+- Lab 02's preference collector: the store file on disk must hold exactly the clicks.
+- Lab 04's PPO playground: moving the beta and steps sliders and pressing Run must start a real run with those
+  settings, reported by the kernel; Stop must end a long run early.
 
 Needs Debian's chromium and the playwright package: `bash scripts/install_browser.sh` (`make test` runs it). Without
 them the test is skipped with that reason, unless $CI is set: then it fails, so CI cannot pass without clicking.
@@ -29,8 +33,10 @@ FIXTURE = REPO / "tests" / "browser_fixture.ipynb"
 # The notebook clicked: lab 02 once it exists, else the small fixture. Either must read its store path from
 # $RLHF_KIT_BROWSER_STORE, start with that store empty, and display a PreferenceCollector of >= 4 pairs.
 NOTEBOOK = LAB_02 if LAB_02.exists() else FIXTURE
+LAB_04 = REPO / "labs" / "04_ppo.ipynb"
 SCREENSHOT = REPO / "test-artifacts" / "collector.png"
-FAILURE_SCREENSHOT = SCREENSHOT.with_name("browser-failure.png")
+PLAYGROUND_SCREENSHOT = SCREENSHOT.with_name("playground.png")
+FAILURE_SCREENSHOT = "browser-failure-{stem}.png"      # per notebook, in SCREENSHOT's folder
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]
@@ -38,7 +44,8 @@ ANNOTATOR = "browser-test"
 CLICKS = ("A", "B", "tie", "A")                        # then "Undo last" takes back the last A
 START_TIMEOUT_S = 120                                  # server start, page load, kernel start
 RUN_TIMEOUT_S = 8 * 60                                 # Run All to the last cell: lab 02 builds the ci workspace
-                                                       # (world, base, sft, preferences) on first run, 2-3 min
+                                                       # (world, base, sft, preferences) on first run, 2-3 min;
+                                                       # lab 04 trains two 20-step PPO runs, about 1 min
 CLICK_TIMEOUT_MS = 60_000                              # each click's round trip to the kernel and the view
 
 
@@ -121,9 +128,9 @@ RUN_STATE_JS = """() => {
 }"""
 
 
-def run_all_cells(page) -> None:
-    """Once the open notebook has its kernel, Run > Run All Cells, and wait until every code cell has run.
-    A cell's error or a dead kernel fails at once, with the traceback."""
+def run_all_cells(page, name: str) -> None:
+    """Once the open notebook (called `name`) has its kernel, Run > Run All Cells, and wait until every code cell
+    has run. A cell's error or a dead kernel fails at once, with the traceback."""
     page.wait_for_function("""() => {
         const nb = window.jupyterapp?.shell?.currentWidget;
         return nb?.context?.isReady && nb?.sessionContext?.isReady && nb?.sessionContext?.session?.kernel;
@@ -135,15 +142,15 @@ def run_all_cells(page) -> None:
         if state["errors"]:
             e = state["errors"][0]
             traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e.get("traceback", [])))
-            raise AssertionError(f"{NOTEBOOK.name}: code cell {e['cell']} raised {e['ename']}: {e['evalue']}\n"
+            raise AssertionError(f"{name}: code cell {e['cell']} raised {e['ename']}: {e['evalue']}\n"
                                  f"{traceback[-4000:]}")
         if state["kernel"] == "dead":
-            raise AssertionError(f"{NOTEBOOK.name}: the kernel is {state['kernel']} with {state['left']} of "
+            raise AssertionError(f"{name}: the kernel is {state['kernel']} with {state['left']} of "
                                  f"{state['cells']} code cells left to run")
         if state["left"] == 0 and state["kernel"] == "idle":
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{NOTEBOOK.name}: {state['left']} of {state['cells']} code cells still not run "
+            raise AssertionError(f"{name}: {state['left']} of {state['cells']} code cells still not run "
                                  f"after {RUN_TIMEOUT_S} s (kernel {state['kernel']})")
         page.wait_for_timeout(1000)
 
@@ -176,22 +183,20 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.mark.slow
-def test_clicks_in_jupyterlab_land_in_the_store(tmp_path):
-    require_browser()
+@contextmanager
+def notebook_page(tmp_path: Path, notebook: Path, env: dict | None = None):
+    """JupyterLab on a copy of `notebook` in the `ci` preset, opened in Chromium and run with Run All; yields the
+    page. On an error: a full-page screenshot (FAILURE_SCREENSHOT) and the server log's tail."""
+    failure = SCREENSHOT.with_name(FAILURE_SCREENSHOT.format(stem=notebook.stem))
     from playwright.sync_api import expect, sync_playwright
 
     root = tmp_path / "notebooks"                  # a copy, so autosave never writes outputs into the repository
     root.mkdir()
-    (root / NOTEBOOK.name).write_bytes(NOTEBOOK.read_bytes())
-    store_path = tmp_path / "labels.jsonl"
-    env = {"RLHF_KIT_PRESET": "ci", "RLHF_KIT_HOME": str(default_home()), "HF_HUB_OFFLINE": "1",
-           "RLHF_KIT_BROWSER_STORE": str(store_path)}
+    (root / notebook.name).write_bytes(notebook.read_bytes())
+    env = {"RLHF_KIT_PRESET": "ci", "RLHF_KIT_HOME": str(default_home()), "HF_HUB_OFFLINE": "1", **(env or {})}
     expect.set_options(timeout=CLICK_TIMEOUT_MS)
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    for old in (SCREENSHOT, FAILURE_SCREENSHOT):
-        old.unlink(missing_ok=True)
-
+    failure.unlink(missing_ok=True)
     with jupyterlab(root, env) as (url, token, log_path), sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             tmp_path / "chromium-profile", executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
@@ -199,24 +204,34 @@ def test_clicks_in_jupyterlab_land_in_the_store(tmp_path):
         page = browser.pages[0]
         page.set_default_timeout(START_TIMEOUT_S * 1000)
         try:
-            page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}")
-            run_all_cells(page)
-            before = read_events(store_path)
-            assert not [e for e in before if e.get("annotator") == ANNOTATOR], "the store should start empty"
-            collector = page.locator(".rk-collector").first
-            expect(collector, f"{NOTEBOOK.name} ran to the end but shows no PreferenceCollector (see "
-                              f"{FAILURE_SCREENSHOT})").to_be_attached()
-            collector.scroll_into_view_if_needed()
-            expect(collector).to_be_visible()
-            click_through(collector, expect)
-            expect(collector.locator(".rk-panel")).to_contain_text("73%")
-            collector.screenshot(path=SCREENSHOT)
-        except Exception:
-            page.screenshot(path=FAILURE_SCREENSHOT, full_page=True)
+            page.goto(f"{url}/lab/tree/{notebook.name}?token={token}")
+            run_all_cells(page, notebook.name)
+            yield page
+        except BaseException:
+            page.screenshot(path=failure, full_page=True)
             print(f"--- JupyterLab log, last lines ---\n{log_path.read_text()[-3000:]}")
             raise
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_clicks_in_jupyterlab_land_in_the_store(tmp_path):
+    require_browser()
+    from playwright.sync_api import expect
+
+    store_path = tmp_path / "labels.jsonl"
+    SCREENSHOT.unlink(missing_ok=True)
+    with notebook_page(tmp_path, NOTEBOOK, {"RLHF_KIT_BROWSER_STORE": str(store_path)}) as page:
+        before = read_events(store_path)
+        assert not [e for e in before if e.get("annotator") == ANNOTATOR], "the store should start empty"
+        collector = page.locator(".rk-collector").first
+        expect(collector, f"{NOTEBOOK.name} ran to the end but shows no PreferenceCollector").to_be_attached()
+        collector.scroll_into_view_if_needed()
+        expect(collector).to_be_visible()
+        click_through(collector, expect)
+        expect(collector.locator(".rk-panel")).to_contain_text("73%")
+        collector.screenshot(path=SCREENSHOT)
 
     events = read_events(store_path)
     assert events[:len(before)] == before
@@ -227,6 +242,53 @@ def test_clicks_in_jupyterlab_land_in_the_store(tmp_path):
     decisions = [d for d in PreferenceStore(store_path).load() if d["annotator"] == ANNOTATOR]
     assert [d["choice"] for d in decisions] == list(CLICKS[:-1])
     assert len({d["pair_id"] for d in decisions}) == len(decisions)
+
+
+def slide_to(slider, *keys: str) -> None:
+    """Move an ipywidgets slider with its keyboard handle (noUiSlider: Home, End, ArrowLeft, ArrowRight)."""
+    handle = slider.locator(".noUi-handle").first
+    handle.focus()
+    for key in keys:
+        handle.press(key)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LAB_04.exists(), reason="lab 04 is not generated")
+def test_the_playground_sliders_drive_a_real_run_in_jupyterlab(tmp_path):
+    require_browser()
+    from playwright.sync_api import expect
+
+    PLAYGROUND_SCREENSHOT.unlink(missing_ok=True)
+    with notebook_page(tmp_path, LAB_04) as page:
+        playground = page.locator(".rk-playground").first
+        expect(playground, f"{LAB_04.name} ran to the end but shows no Playground").to_be_attached()
+        playground.scroll_into_view_if_needed()
+        status, dashboard = playground.locator(".rk-status"), playground.locator(".rk-dashboard")
+        runs_so_far = 2                                         # the notebook's own two runs (run_sync)
+        expect(status).to_contain_text(f"Run #{runs_so_far} ")
+
+        # beta to its first stop, exactly 0; steps to 1 and one notch up, 2. The kernel reports the run it made.
+        slide_to(playground.locator(".rk-beta"), "Home")
+        slide_to(playground.locator(".rk-steps"), "Home", "ArrowRight")
+        expect(playground.locator(".rk-beta .widget-readout")).to_have_text("0")
+        expect(playground.locator(".rk-steps .widget-readout")).to_have_text("2")
+        picture = dashboard.get_attribute("src")
+        playground.locator(".rk-run").click()
+        expect(status).to_contain_text(re.compile(rf"Run #{runs_so_far + 1} beta=0 eps=\S+ lr=\S+.* finished after "
+                                                  r"2 of 2 steps"), timeout=RUN_TIMEOUT_S * 1000)
+        assert dashboard.get_attribute("src") != picture, "the dashboard should be redrawn with the new run"
+        expect(playground.locator(".rk-run")).to_be_enabled()
+        playground.screenshot(path=PLAYGROUND_SCREENSHOT)
+
+        # A long run, stopped after its first step: it ends early and says so.
+        slide_to(playground.locator(".rk-steps"), "End")
+        playground.locator(".rk-run").click()
+        expect(status).to_contain_text(re.compile(rf"Run #{runs_so_far + 2} .*step 1/"), timeout=RUN_TIMEOUT_S * 1000)
+        playground.locator(".rk-stop").click()
+        stopped = re.compile(rf"Run #{runs_so_far + 2} .* stopped after (\d+) of (\d+) steps")
+        expect(status).to_contain_text(stopped, timeout=RUN_TIMEOUT_S * 1000)
+        done, planned = map(int, stopped.search(status.inner_text()).groups())
+        assert done < planned, f"Stop should end the run early; it ran {done} of {planned} steps"
 
 
 def test_a_missing_browser_skips_here_but_fails_under_ci(monkeypatch):

@@ -43,6 +43,17 @@ def test_sliders_reach_the_trainer_config_and_the_dashboard(micro_rm_ws):
     assert "adaptive KL target=0.5" in run.label
 
 
+def test_reset_puts_every_slider_back_to_the_base_config():
+    pg = Playground(None, base_config=TINY, trainer_factory=_no_trainer)
+    start = pg.settings()
+    assert start == {name: getattr(TINY, name) for name in start}
+    pg.beta.value, pg.clip_eps.value, pg.lr.value, pg.steps.value = 0.0, 0.5, 3e-3, 7
+    pg.adaptive_kl.value, pg.kl_target.value = True, 2.5
+    assert pg.settings() != start
+    pg.reset_button.click()
+    assert pg.settings() == start and pg.kl_target.disabled and "reset" in pg.status.value
+
+
 def test_runs_with_different_beta_are_kept_and_overlaid(micro_rm_ws):
     pg = Playground(micro_rm_ws, base_config=TINY)
     pg.steps.value = 1

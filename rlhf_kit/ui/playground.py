@@ -124,7 +124,9 @@ class Playground:
         self.run_button = widgets.Button(description="Run", button_style="success", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.clear_button = widgets.Button(description="Clear runs")
+        self.reset_button = widgets.Button(description="Reset sliders", tooltip="back to the preset's settings")
         self.run_button.on_click(lambda _: self.run())
+        self.reset_button.on_click(lambda _: self.reset_sliders())
         self.stop_button.on_click(lambda _: self.stop())
         self.clear_button.on_click(lambda _: self.clear_runs())
         self.progress = widgets.IntProgress(value=0, min=0, max=1)
@@ -140,19 +142,26 @@ class Playground:
         self.widget = widgets.VBox([
             widgets.HBox([widgets.VBox([self.beta, self.clip_eps, self.lr]),
                           widgets.VBox([self.steps, self.adaptive_kl, self.kl_target])]),
-            widgets.HBox([self.run_button, self.stop_button, self.clear_button, self.progress]),
+            widgets.HBox([self.run_button, self.stop_button, self.clear_button, self.reset_button, self.progress]),
             self.status, self.dashboard, self.samples,
             widgets.HBox([self.token_what, self.token_row]), self.tokens,
         ])
         for w, css in ((self.widget, "rk-playground"), (self.status, "rk-status"), (self.run_button, "rk-run"),
-                       (self.stop_button, "rk-stop"), (self.dashboard, "rk-dashboard")):
-            w.add_class(css)
+                       (self.stop_button, "rk-stop"), (self.dashboard, "rk-dashboard"),
+                       *((getattr(self, name), "rk-" + name.replace("_", "-")) for name in SLIDER_FIELDS)):
+            w.add_class(css)                          # CSS classes for the browser test (tests/test_browser.py)
         self._draw()
 
     # ------------------------------------------------------------------------------------------ settings
     def settings(self) -> dict:
         """The sliders' values: {beta, clip_eps, lr, steps, adaptive_kl, kl_target}."""
         return {name: getattr(self, name).value for name in SLIDER_FIELDS}
+
+    def reset_sliders(self) -> None:
+        """Put every slider back to the base config's value (the Reset sliders button); kept runs stay."""
+        for name in SLIDER_FIELDS:
+            getattr(self, name).value = getattr(self.base_config, name)
+        self._say("Sliders reset to the preset's settings.")
 
     def config(self, **overrides) -> PPOConfig:
         """The base config with the sliders' values, then `overrides` (any PPOConfig field) on top.
