@@ -4,6 +4,7 @@ Playwright) uses the rendered widgets.
 - Lab 02's preference collector: the store file on disk must hold exactly the clicks.
 - Lab 04's PPO playground: moving the beta and steps sliders and pressing Run must start a real run with those
   settings, reported by the kernel; Stop must end a long run early.
+- Lab 05 must run to the end and show its plots.
 
 Needs Debian's chromium and the playwright package: `bash scripts/install_browser.sh` (`make test` runs it). Without
 them the test is skipped with that reason, unless $CI is set: then it fails, so CI cannot pass without clicking.
@@ -34,6 +35,7 @@ FIXTURE = REPO / "tests" / "browser_fixture.ipynb"
 # $RLHF_KIT_BROWSER_STORE, start with that store empty, and display a PreferenceCollector of >= 4 pairs.
 NOTEBOOK = LAB_02 if LAB_02.exists() else FIXTURE
 LAB_04 = REPO / "labs" / "04_ppo.ipynb"
+LAB_05 = REPO / "labs" / "05_reward_hacking.ipynb"
 SCREENSHOT = REPO / "test-artifacts" / "collector.png"
 PLAYGROUND_SCREENSHOT = SCREENSHOT.with_name("playground.png")
 FAILURE_SCREENSHOT = "browser-failure-{stem}.png"      # per notebook, in SCREENSHOT's folder
@@ -289,6 +291,19 @@ def test_the_playground_sliders_drive_a_real_run_in_jupyterlab(tmp_path):
         expect(status).to_contain_text(stopped, timeout=RUN_TIMEOUT_S * 1000)
         done, planned = map(int, stopped.search(status.inner_text()).groups())
         assert done < planned, f"Stop should end the run early; it ran {done} of {planned} steps"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LAB_05.exists(), reason="lab 05 is not generated")
+def test_lab_05_runs_to_the_end_in_jupyterlab_with_its_plots(tmp_path):
+    require_browser()
+    from playwright.sync_api import expect
+
+    with notebook_page(tmp_path, LAB_05) as page:              # Run All fails on any cell's error
+        outputs = page.locator(".jp-OutputArea-output")
+        expect(outputs.locator("img[src^='data:image/png']")).to_have_count(1)   # the over-optimisation plot
+        expect(outputs.filter(has_text="gave up most:")).to_have_count(1)
+        expect(page.locator(".jp-OutputArea-output table").first).to_be_attached()
 
 
 def test_a_missing_browser_skips_here_but_fails_under_ci(monkeypatch):
