@@ -604,6 +604,14 @@ class PPOTrainer:
         return directory
 
 
+    def close(self) -> None:
+        """End a multi-process run cleanly: wait for every process, then shut the process group down. Call it
+        once, last, in a script started by `accelerate launch` or `torchrun`: a process that exits with the group
+        still up can abort at exit ("terminate called without an active exception"). A no-op in one process."""
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
+
 # ------------------------------------------------------------------------------------------- the run
 def run_ppo(ws, config: PPOConfig | None = None, save_dir=None, callback: Callable | None = None) -> dict:
     """PPO from the workspace's SFT policy against its reward model, measured before and after on the world's
@@ -617,6 +625,7 @@ def run_ppo(ws, config: PPOConfig | None = None, save_dir=None, callback: Callab
     after = trainer.evaluate(heldout)
     if save_dir is not None:
         trainer.save(save_dir)
+    trainer.close()
     return {
         "beta": config.beta, "clip_eps": config.clip_eps, "lr": config.lr, "steps": len(history),
         "gold_reward_before": round(before["gold"], 4), "gold_reward_after": round(after["gold"], 4),

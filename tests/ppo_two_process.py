@@ -24,6 +24,7 @@ def run(home: str) -> dict:
     trainer = PPOTrainer.from_workspace(Workspace(get_preset("ci", **MICRO), home, seed=0), CONFIG)
     history = trainer.train()
     weights = torch.cat([p.detach().float().flatten().cpu() for p in trainer.unwrapped_policy.parameters()])
+    trainer.close()          # without it a process could abort at exit while the other still held the group
     return {"processes": trainer.accelerator.num_processes,
             "history": [{k: v for k, v in s.items() if k not in ("samples", "seconds")} for s in history],
             "weights": weights.tolist()}
