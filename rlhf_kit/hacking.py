@@ -118,6 +118,16 @@ def best_of_n(ws, ns=(1, 2, 4, 8, 16), prompts: list[str] | None = None, tempera
     return rows
 
 
+def sweep_run(sweep: list[dict], beta: float) -> list[dict]:
+    """The rows of the sweep's run at `beta`, in step order (the first is the SFT policy, the last the end of the
+    run). Raises ValueError, naming the betas there are, when the sweep has no such run."""
+    run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
+    if not run:
+        raise ValueError(f"The sweep has no run at beta={beta}; it has betas "
+                         f"{sorted(set(row['beta'] for row in sweep))}.")
+    return run
+
+
 # ---------------------------------------------------------------------------------------------- plots
 def overoptimisation_plot(sweep: list[dict], bon: list[dict] | None = None,
                           title: str = "optimising the proxy: reward model vs gold") -> Plot:
@@ -129,7 +139,7 @@ def overoptimisation_plot(sweep: list[dict], bon: list[dict] | None = None,
     colours = [f"C{i}" for i in range(len(betas))]
     for ax, key, name in zip(axes, ("proxy", "gold"), ("proxy: reward-model score (normalised)", "gold reward")):
         for beta, colour in zip(betas, colours):
-            run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
+            run = sweep_run(sweep, beta)
             ax.plot([math.sqrt(max(row["kl"], 0.0)) for row in run], [row[key] for row in run], "o-",
                     color=colour, label=f"PPO beta = {beta:g}")
         if bon:
@@ -155,10 +165,7 @@ def mean_terms(samples: list[dict]) -> dict[str, float]:
 def term_shift(sweep: list[dict], beta: float) -> list[dict]:
     """How each gold term moved in the run at `beta`, from its step-0 evaluation (the SFT policy) to its last:
     [{"term", "SFT", "after PPO", "change"}], the total last. A negative change is a term the policy gave up."""
-    run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
-    if not run:
-        raise ValueError(f"The sweep has no run at beta={beta}; it has betas "
-                         f"{sorted(set(row['beta'] for row in sweep))}.")
+    run = sweep_run(sweep, beta)
     before, after = mean_terms(run[0]["samples"]), mean_terms(run[-1]["samples"])
     return [{"term": term, "SFT": before[term], "after PPO": after[term], "change": after[term] - before[term]}
             for term in before]
@@ -168,10 +175,7 @@ def hacked_samples(sweep: list[dict], beta: float = 0.0, k: int = 5) -> list[dic
     """The k held-out samples of the run at `beta`'s last checkpoint with the largest proxy-minus-gold gap
     (both standardised over the batch), each with its proxy, gold and gold terms:
     [{"prompt", "response", "proxy", "gold", "sentiment", "topic", ...}]."""
-    run = [row for row in sweep if row["beta"] == beta]
-    if not run:
-        raise ValueError(f"The sweep has no run at beta={beta}.")
-    samples = max(run, key=lambda row: row["step"])["samples"]
+    samples = sweep_run(sweep, beta)[-1]["samples"]
 
     def standardise(values):
         mean = sum(values) / len(values)
@@ -200,10 +204,7 @@ def word_shift(sweep: list[dict], beta: float, asked: str | None = None, k: int 
     """
     if asked not in (None, "positive", "negative"):
         raise ValueError(f'word_shift: asked must be None, "positive" or "negative"; got {asked!r}.')
-    run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
-    if not run:
-        raise ValueError(f"The sweep has no run at beta={beta}; it has betas "
-                         f"{sorted(set(row['beta'] for row in sweep))}.")
+    run = sweep_run(sweep, beta)
 
     def share(samples) -> dict[str, float]:
         kept = [s for s in samples if asked is None or parse_prompt(s["prompt"]).sentiment == asked]

@@ -603,7 +603,6 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
         return directory
 
-
     def close(self) -> None:
         """End a multi-process run cleanly: wait for every process, then shut the process group down. Call it
         once, last, in a script started by `accelerate launch` or `torchrun`: a process that exits with the group

@@ -88,7 +88,8 @@ def build_preferences(ws, out_dir: Path, n_pairs: int | None = None) -> dict:
     for extra_round in range(1, 5):
         if n_pairs is None or len(pairs) >= n_pairs:
             break
-        more = -(-(n_pairs - len(pairs)) // max(1, len(pairs) // max(1, len(candidates)))) + 1
+        pairs_per_prompt_so_far = max(1, len(pairs) // max(1, len(candidates)))
+        more = -(-(n_pairs - len(pairs)) // pairs_per_prompt_so_far) + 1      # ceil, and one spare
         prompts = preference_prompts(world, len(candidates) + more, ws.seed)[len(candidates):]
         new = sample_candidates(model, tokenizer, prompts, p.pref_k, p.max_new_tokens, p.pref_temperature,
                                 seed=ws.seed + extra_round)

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from rlhf_kit.hacking import (TERMS, best_of_n, best_of_n_kl, beta_sweep, hacked_samples, heldout_prompts,
-                              mean_terms, overoptimisation_plot, term_shift, word_shift)
+                              mean_terms, overoptimisation_plot, sweep_run, term_shift, word_shift)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = dict(batch_size=4, minibatch_size=2, ppo_epochs=1, lr=1e-3, max_new_tokens=8)
@@ -76,6 +76,16 @@ def test_term_shift_and_hacked_samples_explain_the_gold_reward(sweep):
     assert mean_terms(last["samples"])["total"] == pytest.approx(last["gold"])
     with pytest.raises(ValueError, match="no run at beta=0.25"):
         term_shift(sweep, 0.25)
+    with pytest.raises(ValueError, match=r"no run at beta=0.25; it has betas \[0.0, 0.5\]"):
+        hacked_samples(sweep, beta=0.25)
+
+
+def test_sweep_run_gives_one_run_in_step_order():
+    sweep = [{"beta": 0.1, "step": 4}, {"beta": 0.0, "step": 2}, {"beta": 0.1, "step": 0}, {"beta": 0.0, "step": 0}]
+    assert [row["step"] for row in sweep_run(sweep, 0.1)] == [0, 4]
+    assert sweep_run(sweep, 0.0) == [sweep[3], sweep[1]]
+    with pytest.raises(ValueError, match=r"no run at beta=0.5; it has betas \[0.0, 0.1\]"):
+        sweep_run(sweep, 0.5)
 
 
 def _sweep_of(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> list[dict]:
