@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument("--simulated", action="store_true",
                          help="let the simulated annotator label the pairs (people label in lab 02's widget)")
     collect.add_argument("--pairs", type=int, default=None, help="number of pairs (default: the preset's)")
+    course = sub.add_parser("course", help="run every solutions notebook in order in one workspace; print each "
+                                           "lab's time, pass/fail and headline figures")
+    _add_run_options(course)
+    course.add_argument("--labs", default=None, metavar="RANGE", help="which labs, e.g. 00-05 or 01,03 "
+                                                                      "(default: all)")
+    course.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="give up on a cell after S seconds (default: no limit)")
     ppo = sub.add_parser("ppo", help="PPO from the SFT policy against the reward model; report gold and proxy "
                                      "reward before/after on held-out prompts, and the KL")
     _add_run_options(ppo)
@@ -53,7 +60,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="run size (default: $RLHF_KIT_PRESET or lab)")
     p.add_argument("--workspace", default=None, help="workspace home (default: $RLHF_KIT_HOME or ./workspace)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="the workspace's seed (default: $RLHF_KIT_SEED or 0)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
 
 
@@ -81,6 +88,23 @@ def _ppo(args) -> dict:
         raise ValueError(str(error)) from error
 
 
+def _course(args) -> int:
+    """`rlhf-kit course`: exit status 0 when every lab passed, 1 otherwise."""
+    from .course import parse_labs, run_course
+    from .workspace import check_seed, default_seed
+
+    seed = default_seed() if args.seed is None else check_seed(args.seed, "--seed")
+    labs = parse_labs(args.labs) if args.labs else None
+    result = run_course(args.preset, seed, labs, home=args.workspace, timeout=args.timeout,
+                        progress=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{'all labs passed' if result['passed'] else 'some labs FAILED'} in {result['seconds']:.0f} s; "
+              f"workspace {result['workspace']}")
+    return 0 if result["passed"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -98,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(("stale: " if args.check else "wrote: ") + (", ".join(changed) or "nothing"))
             return 0
+        if args.command == "course":
+            return _course(args)
         if args.command == "ppo":
             _print_metrics(_ppo(args), args.json)
             return 0

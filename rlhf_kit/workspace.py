@@ -22,6 +22,7 @@ from typing import Callable
 from .presets import Preset, get_preset
 
 ENV_VAR = "RLHF_KIT_HOME"
+SEED_VAR = "RLHF_KIT_SEED"
 DONE_FILE = "DONE.json"
 
 
@@ -37,6 +38,25 @@ def default_home() -> Path:
     if (repo / "pyproject.toml").exists():
         return repo / "workspace"
     return Path.home() / ".cache" / "rlhf-kit"
+
+
+def check_seed(seed, source: str = "seed") -> int:
+    """`seed` as an int in [0, 2**32), or a ValueError naming `source` and the accepted values."""
+    try:
+        value = int(seed)
+        if value != float(seed):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{source} must be a whole number from 0 to {2**32 - 1}; got {seed!r}.") from None
+    if not 0 <= value < 2**32:
+        raise ValueError(f"{source} must be a whole number from 0 to {2**32 - 1}; got {seed!r}.")
+    return value
+
+
+def default_seed() -> int:
+    """$RLHF_KIT_SEED, else 0: the seed of every notebook's workspace, so the course can run with another one."""
+    text = os.environ.get(SEED_VAR, "").strip()
+    return check_seed(text, f"${SEED_VAR}") if text else 0
 
 
 # Each stage: the stages it needs, and the dotted path of its builder, `build(ws, out_dir, **kwargs) -> metrics`.
@@ -71,11 +91,12 @@ def _builder(stage: str) -> Callable:
 
 
 class Workspace:
-    """The artefacts of one preset and seed."""
+    """The artefacts of one preset and seed (default: $RLHF_KIT_SEED, else 0)."""
 
-    def __init__(self, preset: str | Preset | None = None, home: str | os.PathLike | None = None, seed: int = 0):
+    def __init__(self, preset: str | Preset | None = None, home: str | os.PathLike | None = None,
+                 seed: int | None = None):
         self.preset = get_preset(preset)
-        self.seed = int(seed)
+        self.seed = default_seed() if seed is None else check_seed(seed)
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.root = self.home / f"{self.preset.name}-seed{self.seed}"
 
@@ -188,7 +209,7 @@ def _check_stage(stage: str) -> None:
         raise ValueError(f"Unknown stage {stage!r}. Stages are: {', '.join(STAGES)}.")
 
 
-def ensure(stage: str, preset: str | Preset | None = None, home=None, seed: int = 0) -> Path:
+def ensure(stage: str, preset: str | Preset | None = None, home=None, seed: int | None = None) -> Path:
     """`Workspace(preset, home, seed).ensure(stage)`: build whatever is missing, return the stage directory."""
     return Workspace(preset, home, seed).ensure(stage)
 
