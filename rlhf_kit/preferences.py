@@ -7,6 +7,11 @@ survives the kernel (or the laptop) dying the next instant. The file is an event
     {"kind": "decision", "pair_id", "prompt", "response_a", "response_b", "choice", "annotator", "time", "settings"}
     {"kind": "undo", "pair_id", "annotator", "time"}
 
+Several processes may write one file at once (two browser tabs of one student in the classroom): every
+read-modify-append (record, undo, import_pairs, and the repair of a crash's torn last line) holds an exclusive
+`fcntl.flock` on the file and `load` a shared one, so no process ever takes another's line in progress for
+a crash's debris. Windows has no flock: there the file is written unlocked, safe for one process at a time.
+
 `load` replays it into the effective decisions. Instructors pool students' files with `merge` and compare
 labellers with `pairwise_agreement`, `cohens_kappa` / `kappa_between` and `majority_vote`; `agreement_panel`
 compares one learner with the simulated labeller and the gold reward of `rlhf_kit.world`.
@@ -23,8 +28,14 @@ import math
 import os
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:   # Windows: see _lock
+    fcntl = None
 
 CHOICES = ("A", "B", "tie", "skip")
 PAIR_FIELDS = ("prompt", "chosen", "rejected")   # TRL's explicit-prompt preference format
@@ -45,40 +56,103 @@ def _now() -> str:
 
 
 # ---------------------------------------------------------------------------------------- the event log
-def _append(path: Path, events: list[dict]) -> None:
-    """Append one JSON line per event, flush and fsync: the events are on disk when this returns.
+def _lock(fd: int, exclusive: bool) -> None:
+    """Wait for an advisory lock on the open file `fd`, released when it is closed (or its process dies).
 
-    A last line without its newline is what a crash in the middle of a write leaves; no `record` call returned
-    for it. If it still parses (only the newline was lost) it is completed, otherwise it is cut off with a
-    warning, so that new lines never glue onto it. Those torn bytes are the only ones ever removed.
+    POSIX flock: writers take it exclusive for every read-modify-append (repair, undo, import, record), readers
+    shared, so a reader never sees a line in the middle of being written and a writer never takes another
+    writer's unfinished line for a crash's. Where there is no fcntl (Windows) nothing is locked: one process
+    (one notebook kernel) per file is then safe, two writing the same file at once are not (warned once).
     """
-    data = b"".join(json.dumps(e, ensure_ascii=False).encode("utf-8") + b"\n" for e in events)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        return
+    global _UNLOCKED_WARNED
+    if exclusive and not _UNLOCKED_WARNED:
+        _UNLOCKED_WARNED = True
+        warnings.warn("this platform has no fcntl.flock, so preference files are written without a lock: "
+                      "let only one process (one notebook kernel) write each file at a time", stacklevel=2)
+
+
+_UNLOCKED_WARNED = False
+
+
+@contextmanager
+def _locked_for_writing(path: Path):
+    """The log opened for appending (created if missing) under the exclusive lock; yields the raw file.
+
+    Creating it also fsyncs its directory on POSIX, so the new file's directory entry is durable too.
+    """
     created = not path.exists()
-    with open(path, "a+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size:
-            f.seek(size - 1)
-            if f.read(1) != b"\n":
-                f.seek(0)
-                content = f.read()
-                start = content.rfind(b"\n") + 1
-                try:
-                    json.loads(content[start:].decode("utf-8"))
-                    data = b"\n" + data
-                except ValueError:
-                    line = content.count(b"\n") + 1
-                    warnings.warn(f"{path} line {line}: removed an unfinished line left by a crash during a "
-                                  f"write (no recorded click is lost)", stacklevel=3)
-                    f.truncate(start)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if created and os.name == "posix":   # make the new file's directory entry durable too
+    with open(path, "a+b", buffering=0) as f:
+        _lock(f.fileno(), exclusive=True)
+        yield f
+    if created and os.name == "posix":
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _read_all(f) -> bytes:
+    f.seek(0)
+    return f.readall()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _repair_tail(f, path: Path) -> bytes:
+    """Under the exclusive lock: make the log end with a newline before new lines go after it; returns the bytes
+    to write before them (b"\n" or b"").
+
+    A last line without its newline can only be left by a writer that died in the middle of a write: a live one
+    holds the lock until its line is on disk. If the line parses (only the newline was lost) it is a decision
+    and is completed; otherwise it is cut off with a warning, so that new lines never glue onto it. Those torn
+    bytes, which no `record` call returned for and no process is writing, are the only ones ever removed.
+    """
+    size = f.seek(0, os.SEEK_END)
+    if not size:
+        return b""
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return b""
+    content = _read_all(f)
+    start = content.rfind(b"\n") + 1
+    try:
+        json.loads(content[start:].decode("utf-8"))
+        return b"\n"
+    except ValueError:
+        line = content.count(b"\n") + 1
+        warnings.warn(f"{path} line {line}: removed an unfinished line left by a crash during a write (no "
+                      f"recorded click is lost)", stacklevel=5)
+        os.ftruncate(f.fileno(), start)
+        return b""
+
+
+def _append_locked(f, path: Path, events: list[dict]) -> None:
+    """Under the exclusive lock: append one JSON line per event in one write, flush and fsync, so the events
+    are on disk when this returns. If anything fails on the way (a full disk, Ctrl-C) the file is cut back to
+    where it ended, so a failed call leaves none of its lines behind."""
+    data = b"".join(json.dumps(e, ensure_ascii=False).encode("utf-8") + b"\n" for e in events)
+    data = _repair_tail(f, path) + data
+    end = f.seek(0, os.SEEK_END)
+    try:
+        _write_all(f.fileno(), data)
+        os.fsync(f.fileno())
+    except BaseException:
+        os.ftruncate(f.fileno(), end)
+        raise
+
+
+def _append(path: Path, events: list[dict]) -> None:
+    """Append the events under the exclusive lock (see `_append_locked`)."""
+    with _locked_for_writing(path) as f:
+        _append_locked(f, path, events)
 
 
 def _event_problem(event) -> str | None:
@@ -97,10 +171,24 @@ def _event_problem(event) -> str | None:
 
 
 def _read_events(path: Path) -> list[tuple[int, dict]]:
-    """(line number, event) for each line of the log; see `PreferenceStore.load` for how bad lines are handled."""
-    if not path.exists():
+    """(line number, event) for each line of the log, read under a shared lock (so never while a live process is
+    in the middle of a write); see `PreferenceStore.load` for how bad lines are handled."""
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
         return []
-    lines = path.read_bytes().split(b"\n")
+    with f:
+        _lock(f.fileno(), exclusive=False)
+        return _parse_events(path, _read_all(f))
+
+
+def _parse_events(path: Path, content: bytes) -> list[tuple[int, dict]]:
+    """(line number, event) for each line of `content`, the bytes of the log at `path`.
+
+    The last line may lack its newline: if it parses it is an event like any other (a crash took only the
+    newline), otherwise it is a write torn by a crash, skipped with a warning. Any other bad line raises.
+    """
+    lines = content.split(b"\n")
     fix = "Fix or delete that line in a text editor; rlhf_kit left the file as it is."
     events = []
     for n, line in enumerate(lines, start=1):
@@ -154,11 +242,11 @@ class PreferenceStore:
         _append(self.path, [event])
         return event
 
-    def _standing(self) -> dict[str, list[tuple[int, dict]]]:
-        """Per annotator, the (line, decision) not undone, in file order. An undo removes that annotator's
-        latest decision on the pair it names."""
+    def _standing(self, events: list[tuple[int, dict]] | None = None) -> dict[str, list[tuple[int, dict]]]:
+        """Per annotator, the (line, decision) not undone, in file order, of `events` (default: the file's). An
+        undo removes that annotator's latest decision on the pair it names."""
         standing = {}
-        for n, e in _read_events(self.path):
+        for n, e in _read_events(self.path) if events is None else events:
             stack = standing.setdefault(e["annotator"], [])
             if e["kind"] == "decision":
                 stack.append((n, e))
@@ -174,23 +262,36 @@ class PreferenceStore:
 
     def undo(self, annotator: str) -> dict | None:
         """Append (and fsync) an undo of `annotator`'s latest standing decision and return that decision; None
-        if they have nothing to undo. If it had re-labelled a pair, the pair's previous decision stands again."""
-        stack = self._standing().get(annotator)
-        if not stack:
+        if they have nothing to undo. If it had re-labelled a pair, the pair's previous decision stands again.
+        Reading and appending happen under one exclusive lock, so two processes undoing at once undo two
+        different decisions, never the same one twice."""
+        if not self.path.exists():
             return None
-        undone = stack[-1][1]
-        _append(self.path, [{"kind": "undo", "pair_id": undone["pair_id"], "annotator": annotator, "time": _now()}])
+        with _locked_for_writing(self.path) as f:   # what is read is what is undone, whoever else writes
+            stack = self._standing(_parse_events(self.path, _read_all(f))).get(annotator)
+            if not stack:
+                return None
+            undone = stack[-1][1]
+            _append_locked(f, self.path, [{"kind": "undo", "pair_id": undone["pair_id"], "annotator": annotator,
+                                           "time": _now()}])
         return undone
 
     def load(self) -> list[dict]:
         """The effective decisions in file order: undos applied, and a later decision of the same annotator on
         the same pair_id replacing the earlier one. A missing file gives [].
 
+        A last line without its newline that parses is a decision like any other (a crash took only the newline).
         A torn last line (a crash mid-write: no newline at the end and not valid JSON) is skipped with a warning;
-        any other bad line raises ValueError naming the file and line. The file is never modified here.
+        any other bad line raises ValueError naming the file and line. The file is read under a shared lock, so
+        a line another process is writing at this moment is waited for, never taken for a torn one. The file is
+        never modified here.
         """
+        return self._effective()
+
+    def _effective(self, events: list[tuple[int, dict]] | None = None) -> list[dict]:
+        """`load`'s decisions, of `events` (default: the file's)."""
         latest = {}
-        for stack in self._standing().values():
+        for stack in self._standing(events).values():
             for n, e in stack:
                 latest[(e["annotator"], e["pair_id"])] = (n, e)
         return [e for _, e in sorted(latest.values(), key=lambda item: item[0])]

@@ -138,6 +138,21 @@ def test_last_line_missing_only_its_newline_is_kept(store):
         assert [d["pair_id"] for d in store.load()] == ["p0", "p1", "p2"]
 
 
+def test_a_last_line_without_newline_that_parses_is_a_decision_not_debris(store, tmp_path):
+    """Only the newline was lost: load and undo treat the line as the decision it is, and the next write
+    completes it instead of cutting it off."""
+    last = decide(store, "p0", "A", a=GOOD, b=BAD)
+    store.path.write_bytes(store.path.read_bytes()[:-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.load() == [last]
+        assert store.path.read_bytes() == json.dumps(last, ensure_ascii=False).encode()   # loading wrote nothing
+        assert store.undo("alice") == last
+        lines = store.path.read_bytes().split(b"\n")
+        assert json.loads(lines[0]) == last and json.loads(lines[1])["kind"] == "undo" and lines[2:] == [b""]
+        assert store.load() == []
+
+
 @pytest.mark.parametrize("bad_line, message", [
     (b'{"kind": "decision", "pair_id": "p1", "prom', "line 2 is not valid JSON"),
     (b'{"kind": "decision", "pair_id": "p1", "prompt": "x", "response_a": "a", "response_b": "b", '
