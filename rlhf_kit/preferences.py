@@ -367,12 +367,24 @@ def _row_problem(row, label: str) -> str | None:
     return None
 
 
+def _chosen_rejected(decision: dict) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) of an A or B decision."""
+    a, b = decision["response_a"], decision["response_b"]
+    return (decision["prompt"], *((a, b) if decision["choice"] == "A" else (b, a)))
+
+
 def import_pairs(rows_or_path, store: PreferenceStore, annotator: str = "import") -> int:
     """Add existing preference pairs {"prompt", "chosen", "rejected"} (a list of dicts, or a .jsonl / .json
     file of them) to `store` as decisions with choice "A", response_a = chosen, response_b = rejected.
 
-    Every row is checked first; the first problem (a missing or empty field, a row repeated in the input or
-    already standing in the store) raises ValueError naming the row, and the store file is left untouched.
+    All or nothing, and safe to run again:
+      - every row is checked before anything is written: the first problem (a missing or empty field, a row
+        repeated in the input) raises ValueError naming the row, and nothing is imported;
+      - a row that already stands in the store (same prompt, chosen and rejected, whoever recorded it) is
+        skipped, so importing the same file twice adds nothing the second time, and an import cut short (a
+        crash mid-write keeps the rows before the torn one) is completed by running it again;
+      - the new rows go in one write under the store's exclusive lock, read and append together; an error
+        during the write removes the part already written.
     Returns the number of rows added.
     """
     if not isinstance(annotator, str) or not annotator.strip():
@@ -381,28 +393,30 @@ def import_pairs(rows_or_path, store: PreferenceStore, annotator: str = "import"
     numbered = _read_rows(source) if source else list(enumerate(rows_or_path, start=1))
     prefix = f"{source.name} " if source else ""
 
-    seen = {}   # (prompt, chosen, rejected) -> where it was seen
-    for d in store.load():
-        if d["choice"] in ("A", "B"):
-            a, b = d["response_a"], d["response_b"]
-            chosen, rejected = (a, b) if d["choice"] == "A" else (b, a)
-            seen[(d["prompt"], chosen, rejected)] = f"is already in {store.path}, recorded by {d['annotator']!r},"
+    first = {}   # (prompt, chosen, rejected) -> the row it was first seen in
     for n, row in numbered:
         label = f"{prefix}row {n}"
         problem = _row_problem(row, label)
         if problem:
             raise ValueError(problem)
         key = (row["prompt"], row["chosen"], row["rejected"])
-        if key in seen:
-            raise ValueError(f"{label} {seen[key]} (same prompt, chosen and rejected); remove the duplicate")
-        seen[key] = f"duplicates row {n}"
+        if key in first:
+            raise ValueError(f"{label} duplicates row {first[key]} (same prompt, chosen and rejected); remove the "
+                             f"duplicate")
+        first[key] = n
+    if not numbered:
+        return 0
 
     settings = {"imported_from": str(source)} if source else {}
-    events = [{"kind": "decision", "pair_id": pair_id(r["prompt"], r["chosen"], r["rejected"]),
-               "prompt": r["prompt"], "response_a": r["chosen"], "response_b": r["rejected"], "choice": "A",
-               "annotator": annotator, "time": _now(), "settings": settings} for _, r in numbered]
-    if events:
-        _append(store.path, events)
+    with _locked_for_writing(store.path) as f:
+        standing = {_chosen_rejected(d) for d in store._effective(_parse_events(store.path, _read_all(f)))
+                    if d["choice"] in ("A", "B")}
+        events = [{"kind": "decision", "pair_id": pair_id(r["prompt"], r["chosen"], r["rejected"]),
+                   "prompt": r["prompt"], "response_a": r["chosen"], "response_b": r["rejected"], "choice": "A",
+                   "annotator": annotator, "time": _now(), "settings": settings}
+                  for _, r in numbered if (r["prompt"], r["chosen"], r["rejected"]) not in standing]
+        if events:
+            _append_locked(f, store.path, events)
     return len(events)
 
 
