@@ -8,6 +8,9 @@ so the rest of the lab still runs. When the answer is wrong the message names th
 exercise carries a catalogue of typical wrong implementations, and the learner's output is matched against
 them on the same inputs.
 
+Every call gets its own deep copy of the test vector, so no function sees what another changed; a function that
+changes one of its inputs in place fails, naming the argument.
+
 Exercises: sft_loss, bradley_terry_loss, rewards_at_last_token, kl_penalized_rewards, gae, ppo_policy_loss,
 value_loss (references in `rlhf_kit.losses`). A test vector may carry a fixed expected value from a worked
 example (`_expected`); a function may return a tuple (`outputs`), of which one part is compared (`compare`) and
@@ -17,6 +20,7 @@ ValueErrors for bad arguments) run once every test vector passes.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -64,8 +68,10 @@ def _close(a, b, atol: float) -> bool:
     return bool(torch.allclose(a.double(), b.detach().double(), atol=atol, rtol=1e-4, equal_nan=False))
 
 
-def _clone(kwargs: dict) -> dict:
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items() if not k.startswith("_")}
+def _inputs(case: dict) -> dict:
+    """A fresh deep copy of the case's arguments (its keys without a leading "_"): every call, the learner's,
+    the reference's and each mistake model's, gets its own, so none of them sees what another changed."""
+    return copy.deepcopy({k: v for k, v in case.items() if not k.startswith("_")})
 
 
 # ------------------------------------------------------------------------------------------------ sft_loss
@@ -769,22 +775,70 @@ def _exercise(name: str) -> Exercise:
     return EXERCISES[name]
 
 
+# ------------------------------------------------------------------------------ in-place changes, time limit
+def _same_value(a, b) -> bool:
+    """Exactly equal, tensors included (same shape, dtype and values; NaN equals NaN), containers recursively."""
+    if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        equal = a == b
+        if a.is_floating_point() or a.is_complex():
+            equal |= a.isnan() & b.isnan()
+        return bool(equal.all())
+    if isinstance(a, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same_value(x, y) for x, y in zip(a, b)))
+    if isinstance(a, dict):
+        return (isinstance(b, dict) and a.keys() == b.keys()
+                and all(_same_value(a[k], b[k]) for k in a))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - something that cannot even be compared has changed
+        return False
+
+
+def _changed_input(given: dict, case: dict) -> str | None:
+    """The name of the first argument the learner's function changed in place (compared with a fresh copy of
+    the case), or None."""
+    for name, before in _inputs(case).items():
+        if not _same_value(before, given[name]):
+            return name
+    return None
+
+
+def _in_place_message(name: str, where: str, arg: str, value) -> str:
+    if isinstance(value, torch.Tensor):
+        fix = (f"build new tensors instead (x = x * mask, not x *= mask, x.zero_() or x[...] = ...), or start "
+               f"from a copy, {arg} = {arg}.clone()")
+    else:
+        fix = (f"work on a copy instead (sorted({arg}), {arg}[::-1] or list({arg}), not {arg}.sort(), "
+               f"{arg}.reverse() or {arg}.pop())")
+    return (f"{name} is wrong on {where}: your function changed its input `{arg}` in place; the code that calls "
+            f"it still uses `{arg}` afterwards, so that is a bug even when the result is right: {fix}.")
+
+
 def verify(name: str, fn: Callable) -> tuple[bool, str]:
     """Check `fn` against the reference of exercise `name` on every test vector. Prints nothing.
 
     Returns (True, summary) when every case matches, else (False, message naming the likely mistake).
+    Each call gets its own deep copy of the inputs (the reference and each mistake model theirs); a function
+    that changes an input in place fails, naming the argument, even when its result is right.
     """
     exercise = _exercise(name)
     for number, make_case in enumerate(exercise.cases, start=1):
         case = make_case()
         where = f"test case {number} ({case['_what']})"
+        given = _inputs(case)
         try:
-            got = fn(**_clone(case))
+            got = fn(**given)
         except NotImplementedError:
             return False, f"{name} is not implemented yet."
         except Exception as error:  # the learner's code may fail in any way; report it, do not crash the lab
             return False, f"{name} raised {type(error).__name__}: {error} on {where}."
-        full_expected = exercise.reference(**_clone(case))
+        changed = _changed_input(given, case)
+        if changed:
+            return False, _in_place_message(name, where, changed, given[changed])
+        full_expected = exercise.reference(**_inputs(case))
         if exercise.outputs:
             if not isinstance(got, (tuple, list)) or len(got) != len(exercise.outputs):
                 return False, (f"{name} should return a tuple ({', '.join(exercise.outputs)}); it returned "
@@ -833,7 +887,7 @@ def _shows(mistake: Mistake, exercise: Exercise, case: dict, compared) -> bool:
     if mistake.impl is None:
         return False
     try:
-        modelled = _compared(exercise, mistake.impl(**_clone(case)))
+        modelled = _compared(exercise, mistake.impl(**_inputs(case)))
     except Exception:  # noqa: BLE001 - a mistake model that cannot run on this case does not match it
         return False
     return _matches(exercise, modelled, compared)
@@ -876,7 +930,10 @@ def _show(value) -> str:
 
 
 def check(name: str, fn: Callable) -> Callable:
-    """Notebook-facing: print the verdict; return `fn` if it passes, else the reference (and say so)."""
+    """Notebook-facing: print the verdict; return `fn` if it passes, else the reference (and say so).
+
+    The verdict is `verify`'s, so a function that changes its inputs in place is reported as failing and the
+    rest of the lab (PPO included) runs on the reference, never on it."""
     ok, message = verify(name, fn)
     if ok:
         print(f"✅ {message}")

@@ -74,6 +74,27 @@ def test_an_unmodelled_mistake_says_what_is_missing():
     assert "expected 3 pairs, got 2" in message and "missing" in message, message
 
 
+def reverses_its_argument(prompt, ranked):             # wrong (worst first), and hides it by reversing `ranked`
+    ranked.reverse()
+    return [{"prompt": prompt, "chosen": a, "rejected": b} for a, b in itertools.combinations(ranked, 2)]
+
+
+def sorts_its_argument(prompt, ranked):                # right pairs, but the caller's ranking is now alphabetical
+    pairs = [{"prompt": prompt, "chosen": a, "rejected": b} for a, b in itertools.combinations(ranked, 2)]
+    ranked.sort()
+    return pairs
+
+
+@pytest.mark.parametrize("fn", [reverses_its_argument, sorts_its_argument])
+def test_changing_the_ranking_in_place_is_named_not_hidden_or_misread(fn):
+    """The reference used to get the learner's (changed) list: reversing passed, and sorting got the 'swapped'
+    hint. Each call now gets its own copy, and the change itself is the mistake named."""
+    ok, message = verify("ranking_to_pairs", fn)
+    assert not ok
+    assert "your function changed its input `ranked` in place" in message and "sorted(ranked)" in message
+    assert "swapped" not in message
+
+
 def test_stub():
     def stub(prompt, ranked):
         raise NotImplementedError

@@ -105,11 +105,33 @@ def test_check_returns_own_function_or_reference(capsys):
     assert "not implemented" in out and "Using the reference implementation" in out
 
 
-def test_checker_does_not_mutate_inputs_between_calls():
-    """A learner function that edits its inputs in place must not corrupt the reference comparison."""
+def test_a_function_that_changes_its_input_in_place_fails_naming_it():
+    """The result is right, but the caller's logits are gone: that is the learner's mistake to hear about."""
     def in_place(logits, input_ids, response_mask):
         result = losses.sft_loss(logits, input_ids, response_mask)
         logits.zero_()
         return result
 
-    assert verify("sft_loss", in_place)[0]
+    ok, message = verify("sft_loss", in_place)
+    assert not ok
+    assert message.startswith("sft_loss is wrong on test case 1 (")
+    assert "your function changed its input `logits` in place" in message and "logits.clone()" in message
+
+
+@pytest.mark.parametrize("name", ["sft_loss", "ranking_to_pairs"])
+def test_the_learner_and_the_reference_never_share_an_input(monkeypatch, name):
+    """Tensors and lists alike: each call gets its own deep copy (lists used to be handed to both as they were)."""
+    seen = {"learner": [], "reference": []}
+
+    def spy(who, fn):
+        def wrapped(**kwargs):
+            seen[who].append(kwargs)
+            return fn(**kwargs)
+        return wrapped
+
+    right = reference(name)
+    monkeypatch.setattr(EXERCISES[name], "reference", spy("reference", right))
+    assert verify(name, spy("learner", right))[0]
+    assert len(seen["learner"]) == len(seen["reference"]) == len(EXERCISES[name].cases)
+    for mine, theirs in zip(seen["learner"], seen["reference"]):
+        assert all(mine[k] is not theirs[k] for k in mine if isinstance(mine[k], (torch.Tensor, list)))

@@ -5,13 +5,15 @@ way a learner would write them, so a test fails if the test vectors stop telling
 """
 
 import inspect
+import io
+from contextlib import redirect_stdout
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rlhf_kit import losses
-from rlhf_kit.exercises import EXERCISES, verify
+from rlhf_kit.exercises import EXERCISES, check, reference, verify
 
 RLHF_EXERCISES = ["bradley_terry_loss", "rewards_at_last_token", "kl_penalized_rewards", "gae", "ppo_policy_loss",
                   "value_loss"]
@@ -441,3 +443,26 @@ def test_alternative_correct_implementations_pass():
                      ("ppo_policy_loss", ratio_of_probs_ppo)]:
         ok, message = verify(name, fn)
         assert ok, message
+
+
+def gae_zeroes_values(rewards, values, mask, gamma=1.0, lam=0.95):
+    """Right advantages and returns, but the caller's values are zeroed on the way out."""
+    advantages, returns = _learner_gae(rewards, values, mask, gamma, lam)
+    values.zero_()
+    return advantages, returns
+
+
+def gae_masks_values_in_place(rewards, values, mask, gamma=1.0, lam=0.95):
+    values *= mask                                       # right result (padding values are ignored anyway)
+    return _learner_gae(rewards, values, mask, gamma, lam)
+
+
+@pytest.mark.parametrize("fn", [gae_zeroes_values, gae_masks_values_in_place])
+def test_a_gae_that_changes_values_in_place_is_not_handed_to_ppo(fn):
+    ok, message = verify("gae", fn)
+    assert not ok and "your function changed its input `values` in place" in message, message
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert check("gae", fn) is reference("gae")   # PPO runs on the reference, and the verdict says so
+    assert "❌" in out.getvalue() and "`values` in place" in out.getvalue()
+    assert "Using the reference implementation of gae" in out.getvalue()
