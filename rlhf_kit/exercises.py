@@ -9,7 +9,8 @@ exercise carries a catalogue of typical wrong implementations, and the learner's
 them on the same inputs.
 
 Every call gets its own deep copy of the test vector, so no function sees what another changed; a function that
-changes one of its inputs in place fails, naming the argument.
+changes one of its inputs in place fails, naming the argument; each call of the learner's function may take
+`TIME_LIMIT` seconds, so an endless loop gets a message instead of a hung notebook.
 
 Exercises: sft_loss, bradley_terry_loss, rewards_at_last_token, kl_penalized_rewards, gae, ppo_policy_loss,
 value_loss (references in `rlhf_kit.losses`). A test vector may carry a fixed expected value from a worked
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -817,22 +820,96 @@ def _in_place_message(name: str, where: str, arg: str, value) -> str:
             f"it still uses `{arg}` afterwards, so that is a bug even when the result is right: {fix}.")
 
 
-def verify(name: str, fn: Callable) -> tuple[bool, str]:
+# --------------------------------------------------------------------------------------------- the time limit
+TIME_LIMIT = 10.0   # seconds one call of a learner's function may take in `verify` (the test vectors are tiny)
+
+
+class _TooSlow(BaseException):
+    """Raised into a learner's function whose time is up. A BaseException, so that an `except Exception` in
+    the learner's loop cannot swallow it (a bare `except:` still can)."""
+
+    def __init__(self, still_running: bool):
+        super().__init__("time limit")
+        self.still_running = still_running
+
+
+def _raise_too_slow(signum, frame):
+    raise _TooSlow(still_running=False)
+
+
+def _can_use_alarm() -> bool:
+    """SIGALRM is ours to use: POSIX, the main thread, and no one else's timer or handler in place."""
+    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+            and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None))
+
+
+def _call(fn: Callable, limit: float, *args, **kwargs):
+    """fn(*args, **kwargs), or _TooSlow once it has run `limit` seconds.
+
+    Where `_can_use_alarm` (a notebook kernel or pytest on Linux/macOS), a SIGALRM timer raises _TooSlow inside
+    the function, which really stops it (between Python operations: one long torch call finishes first).
+    Elsewhere (Windows, a call from another thread, someone else's alarm armed) the function runs in a daemon
+    thread that is abandoned after `limit` seconds: Python cannot kill a thread, so an endless loop then keeps
+    running in the background until the kernel restarts, and the message says so.
+    """
+    if _can_use_alarm():
+        previous = signal.signal(signal.SIGALRM, _raise_too_slow)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name=f"rlhf_kit verify {getattr(fn, '__name__', 'fn')}", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise _TooSlow(still_running=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _too_slow_message(name: str, where: str, limit: float, slow: _TooSlow) -> str:
+    after = ("It is still running in the background (Python cannot stop a thread): restart the kernel once "
+             "you have fixed it." if slow.still_running else "It was stopped.")
+    return (f"{name} took longer than {limit:g} s on {where}, where the reference takes milliseconds: is there "
+            f"a loop that never ends (a while whose condition never changes, a loop over a list it appends "
+            f"to)? {after}")
+
+
+def verify(name: str, fn: Callable, time_limit: float = TIME_LIMIT) -> tuple[bool, str]:
     """Check `fn` against the reference of exercise `name` on every test vector. Prints nothing.
 
     Returns (True, summary) when every case matches, else (False, message naming the likely mistake).
     Each call gets its own deep copy of the inputs (the reference and each mistake model theirs); a function
-    that changes an input in place fails, naming the argument, even when its result is right.
+    that changes an input in place fails, naming the argument, even when its result is right. Each call of
+    `fn` may take `time_limit` seconds (see `_call` for how it is stopped).
     """
     exercise = _exercise(name)
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     for number, make_case in enumerate(exercise.cases, start=1):
         case = make_case()
         where = f"test case {number} ({case['_what']})"
         given = _inputs(case)
         try:
-            got = fn(**given)
+            got = _call(fn, time_limit, **given)
         except NotImplementedError:
             return False, f"{name} is not implemented yet."
+        except _TooSlow as slow:
+            return False, _too_slow_message(name, where, time_limit, slow)
         except Exception as error:  # the learner's code may fail in any way; report it, do not crash the lab
             return False, f"{name} raised {type(error).__name__}: {error} on {where}."
         changed = _changed_input(given, case)
@@ -864,7 +941,9 @@ def verify(name: str, fn: Callable) -> tuple[bool, str]:
         return False, f"{name} is wrong on {where}: {_mismatch(expected, compared, exercise)}."
     for prop in exercise.properties:
         try:
-            problem = prop(fn)
+            problem = prop(lambda *args, **kwargs: _call(fn, time_limit, *args, **kwargs))
+        except _TooSlow as slow:
+            return False, _too_slow_message(name, where="a property check", limit=time_limit, slow=slow)
         except Exception as error:  # noqa: BLE001 - the learner's code, again
             problem = f"it raised {type(error).__name__}: {error}"
         if problem:
@@ -929,12 +1008,12 @@ def _show(value) -> str:
     return repr(value)
 
 
-def check(name: str, fn: Callable) -> Callable:
+def check(name: str, fn: Callable, time_limit: float = TIME_LIMIT) -> Callable:
     """Notebook-facing: print the verdict; return `fn` if it passes, else the reference (and say so).
 
-    The verdict is `verify`'s, so a function that changes its inputs in place is reported as failing and the
-    rest of the lab (PPO included) runs on the reference, never on it."""
-    ok, message = verify(name, fn)
+    The verdict is `verify`'s, so a function that changes its inputs in place or runs past the time limit is
+    reported as failing and the rest of the lab (PPO included) runs on the reference, never on it."""
+    ok, message = verify(name, fn, time_limit)
     if ok:
         print(f"✅ {message}")
         return fn

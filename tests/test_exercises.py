@@ -4,6 +4,10 @@ The wrong implementations here are written independently of the checker's own ca
 would write them, so a test fails if the test vectors stop telling a mistake apart.
 """
 
+import signal
+import threading
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,3 +139,55 @@ def test_the_learner_and_the_reference_never_share_an_input(monkeypatch, name):
     assert len(seen["learner"]) == len(seen["reference"]) == len(EXERCISES[name].cases)
     for mine, theirs in zip(seen["learner"], seen["reference"]):
         assert all(mine[k] is not theirs[k] for k in mine if isinstance(mine[k], (torch.Tensor, list)))
+
+
+def test_an_endless_loop_is_stopped_after_the_time_limit():
+    start = time.monotonic()
+
+    def forever(logits, input_ids, response_mask):
+        while time.monotonic() < start + 60:   # "forever", with a backstop in case the checker is broken
+            try:
+                pass
+            except Exception:   # noqa: BLE001 - a learner's catch-all does not swallow the time limit
+                pass
+
+    ok, message = verify("sft_loss", forever, time_limit=0.3)
+    assert not ok and time.monotonic() - start < 5
+    assert message.startswith("sft_loss took longer than 0.3 s on test case 1 (") and "It was stopped." in message
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)   # the alarm is put back as it was
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+
+
+def test_the_time_limit_holds_off_the_main_thread_too():
+    """Off the main thread there is no SIGALRM: the call runs in a thread that is given up on (and says so)."""
+    stop = threading.Event()
+
+    def slow(logits, input_ids, response_mask):
+        stop.wait(30)   # an endless loop that this test can end
+        return losses.sft_loss(logits, input_ids, response_mask)
+
+    result = []
+    caller = threading.Thread(target=lambda: result.append(verify("sft_loss", slow, time_limit=0.3)))
+    caller.start()
+    caller.join(10)
+    stop.set()
+    assert result, "verify did not return"
+    ok, message = result[0]
+    assert not ok and "took longer than 0.3 s" in message and "still running in the background" in message
+
+
+def test_a_slow_property_check_is_stopped_too():
+    def hangs_on_bad_margin(r_chosen, r_rejected, margin=None):
+        loss = losses.bradley_terry_loss(r_chosen, r_rejected, margin)
+        start = time.monotonic()
+        while r_chosen.requires_grad and time.monotonic() < start + 60:   # only the gradient check passes
+            pass                                                           # tensors that require grad
+        return loss
+
+    ok, message = verify("bradley_terry_loss", hangs_on_bad_margin, time_limit=0.3)
+    assert not ok and message.startswith("bradley_terry_loss took longer than 0.3 s on a property check")
+
+
+def test_time_limit_must_be_positive():
+    with pytest.raises(ValueError, match="time_limit must be a positive number of seconds"):
+        verify("sft_loss", losses.sft_loss, time_limit=0)
