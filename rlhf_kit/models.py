@@ -73,7 +73,8 @@ def load_causal_lm(path: str | os.PathLike, device: torch.device | None = None):
     """(model, tokenizer) from a local Hugging Face causal-LM directory, in eval mode with dropout off.
 
     Raises a ValueError that names the problem and the fix for a directory that is missing, is not a causal LM,
-    or whose tokenizer has no pad token (or uses eos as pad).
+    or whose tokenizer has no pad token (or uses eos as pad), or a pad or eos id outside the model's embedding
+    matrix (a token added to the tokenizer without resizing the model).
     """
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -92,14 +93,19 @@ def load_causal_lm(path: str | os.PathLike, device: torch.device | None = None):
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     check_tokenizer(tokenizer, where=str(path))
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    check_tokenizer(tokenizer, where=str(path), model=model)
     model.config.pad_token_id = tokenizer.pad_token_id
     disable_dropout(model)
     model.eval()
     return model.to(device or pick_device()), tokenizer
 
 
-def check_tokenizer(tokenizer, where: str = "the tokenizer") -> None:
-    """Pad and eos must exist and differ: the reward model and the loss masks tell padding from a real end."""
+def check_tokenizer(tokenizer, where: str = "the tokenizer", model=None) -> None:
+    """Pad and eos must exist and differ: the reward model and the loss masks tell padding from a real end.
+
+    With `model`, both must also be rows of its input embedding matrix: a pad token added to the tokenizer
+    without resizing the model would fail the first padded batch with an IndexError deep inside the model.
+    """
     if tokenizer.pad_token_id is None:
         raise ValueError(
             f"{where}: the tokenizer has no pad token. Add one that differs from eos, e.g. "
@@ -111,6 +117,18 @@ def check_tokenizer(tokenizer, where: str = "the tokenizer") -> None:
             f"{where}: the pad token equals the eos token ({tokenizer.eos_token!r}), so padding cannot be told "
             f"from the end of a response. Add a distinct pad token (see above) and save again."
         )
+    if model is None:
+        return
+    rows = model.get_input_embeddings().weight.shape[0]
+    for role, token, token_id in (("pad", tokenizer.pad_token, tokenizer.pad_token_id),
+                                  ("eos", tokenizer.eos_token, tokenizer.eos_token_id)):
+        if token_id >= rows:
+            raise ValueError(
+                f"{where}: the {role} token {token!r} has id {token_id}, but the model's embedding matrix has only "
+                f"{rows} rows (ids 0 to {rows - 1}), so the first batch containing it would fail with an "
+                f"IndexError. The token was added to the tokenizer without resizing the model: run "
+                f"`model.resize_token_embeddings(len(tokenizer))` and save both again."
+            )
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

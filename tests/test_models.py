@@ -1,6 +1,8 @@
+import re
+
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, ViTConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, ViTConfig
 
 from rlhf_kit.models import (check_tokenizer, generate, load_causal_lm, pretrain, tiny_gpt2, token_stream,
                              train_tokenizer)
@@ -76,6 +78,27 @@ def test_tokenizer_without_pad_or_with_pad_equal_eos_is_rejected(tokenizer, tmp_
     same.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="pad token equals the eos token"):
         load_causal_lm(tmp_path)
+
+
+def test_a_pad_id_outside_the_embedding_matrix_is_refused_with_the_fix(tmp_path):
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=32))
+    rows = len(tok)
+    tok.add_special_tokens({"pad_token": "<|newpad|>"})   # a new pad token, the embeddings not resized
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    message = (f"the pad token '<|newpad|>' has id {rows}, but the model's embedding matrix has only {rows} rows "
+               f"(ids 0 to {rows - 1})")
+    with pytest.raises(ValueError, match=re.escape(message) + ".*" + re.escape(
+            "run `model.resize_token_embeddings(len(tokenizer))` and save both again")):
+        load_causal_lm(tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="embedding matrix has only"):
+        check_tokenizer(tok, model=model)
+    model.resize_token_embeddings(len(tok))   # the fix the message names
+    model.save_pretrained(tmp_path)
+    loaded, loaded_tok = load_causal_lm(tmp_path, device="cpu")
+    assert loaded_tok.pad_token_id == rows and loaded.config.pad_token_id == rows
+    assert loaded(torch.tensor([[loaded_tok.pad_token_id]])).logits.shape == (1, 1, rows + 1)
 
 
 def test_batched_left_padded_generation_matches_one_at_a_time(micro_ws):
