@@ -143,8 +143,11 @@ def sequence_rewards(model, input_ids, attention_mask, pick_fn: Callable = rewar
     return pick_fn(values, attention_mask)
 
 
-def init_reward_model(sft_dir, device=None):
-    """(model, tokenizer): a one-output sequence classifier on top of the SFT model's weights, dropout off."""
+def init_reward_model(sft_dir, device=None, seed: int = 0):
+    """(model, tokenizer): a one-output sequence classifier on top of the SFT model's weights, dropout off.
+
+    The new head's initial weights are drawn after seeding with `seed`: unseeded, they would come from whatever
+    state the global random generator is in, which differs from one process (one notebook kernel) to the next."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -152,6 +155,7 @@ def init_reward_model(sft_dir, device=None):
     check_tokenizer(tokenizer, where=str(sft_dir))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()        # the new head is meant to be freshly initialised: no "MISSING" report
+    seed_everything(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(sft_dir, num_labels=1, local_files_only=True)
     finally:
@@ -302,7 +306,7 @@ def build_reward(ws, out_dir: Path, callback: Callable | None = None, loss_fn: C
     """Workspace stage `reward`: train the reward model, evaluate it on held-out prompts, normalise it."""
     config = RewardConfig.from_preset(ws.preset, ws.seed)
     train_rows, heldout_rows = split_by_prompt(preference_rows(ws, extra_stores), config.heldout_fraction, ws.seed)
-    model, tokenizer = init_reward_model(ws.require("sft"))
+    model, tokenizer = init_reward_model(ws.require("sft"), seed=config.seed)
     started = time.perf_counter()
     metrics = train_reward_model(model, tokenizer, train_rows, config, loss_fn, pick_fn, callback)
     train_seconds = time.perf_counter() - started
@@ -395,7 +399,7 @@ def train_reward_with_trl(sft_dir, rows: list[dict], config: RewardConfig, outpu
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    model, tokenizer = init_reward_model(sft_dir)
+    model, tokenizer = init_reward_model(sft_dir, seed=config.seed)
     use_cpu = next(model.parameters()).device.type == "cpu"
     args = TRLRewardConfig(
         output_dir=str(output_dir or tempfile.mkdtemp(prefix="trl-reward-")),

@@ -84,6 +84,13 @@ COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences"
             "reward": "reward"}
 
 
+def seed_everything(seed: int) -> None:
+    """`device.seed_everything`, imported only when a stage is built (it imports torch)."""
+    from .device import seed_everything as seed_all
+
+    seed_all(seed)
+
+
 def _builder(stage: str) -> Callable:
     module_name, func_name = STAGES[stage][1].split(":")
     module = __import__(module_name, fromlist=[func_name])
@@ -176,8 +183,13 @@ class Workspace:
         for dependency in STAGES[stage][0]:
             self.ensure(dependency)
         started = time.perf_counter()
+        builder = _builder(stage)
         with self.writing(stage) as out_dir:
-            metrics = _builder(stage)(self, out_dir, **kwargs)
+            # Every random generator starts from the workspace's seed, so a stage's artefact depends on the preset,
+            # the seed and its inputs only, never on what the process drew before (a notebook kernel's earlier
+            # cells, another stage): each new process starts torch's generator from a random seed.
+            seed_everything(self.seed)
+            metrics = builder(self, out_dir, **kwargs)
             metrics = {"stage": stage, "preset": self.preset.name, "seed": self.seed,
                        **metrics, "seconds": round(time.perf_counter() - started, 2),
                        "settings": self.settings(stage)}

@@ -120,3 +120,23 @@ def test_a_done_marker_without_settings_is_trusted(tmp_path, micro_preset):
     (ws.path("world") / DONE_FILE).write_text("{}")
     assert ws.changed_settings("world") == {}
     assert ws.ensure("world") == ws.path("world")
+
+
+def test_a_stage_does_not_depend_on_what_the_process_drew_before(tmp_path, micro_rm_ws):
+    """Each process (each notebook kernel) starts torch's generator from a random seed, and the reward model's new
+    head is drawn from it: a stage must be built from the workspace's seed alone. Built twice after different
+    draws, the reward model is the same to the last bit."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(micro_rm_ws.root, tmp_path / micro_rm_ws.root.name)
+    ws = Workspace(micro_rm_ws.preset, tmp_path, seed=micro_rm_ws.seed)
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        torch.rand(state)
+        weights.append(load_file(ws.build("reward") / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
