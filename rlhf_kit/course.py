@@ -23,6 +23,9 @@ from pathlib import Path
 
 COURSE_DIR = "course"                 # inside the workspace root: one <lab>.json of headline figures per lab
 TIMING_KEYS = ("seconds", "train_seconds")
+# The figures of the release runs (`rlhf-kit course` for seeds 0, 1 and 2, gathered by scripts/seed_table.py):
+# {preset: {"seeds": [...], "labs": {lab: {figure: [one value per seed]}}}}. The README's seed table shows them.
+TYPICAL_FILE = Path(__file__).with_name("typical_figures.json")
 
 
 def solutions_dir() -> Path:
@@ -58,9 +61,11 @@ def parse_labs(text: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- the figures
-def record(lab: str, ws=None, **figures) -> dict:
+def record(lab: str, ws=None, quiet: bool = False, **figures) -> dict:
     """Add `figures` (name -> number or short text) to lab `lab`'s headline figures in the workspace
-    (`<workspace>/course/<lab>.json`, merged with what the lab recorded earlier). Returns all of them."""
+    (`<workspace>/course/<lab>.json`, merged with what the lab recorded earlier), and print each beside its typical
+    value from the release runs of the same preset, where there is one (quiet=True: print nothing).
+    Returns all the lab's figures."""
     if ws is None:
         from .workspace import Workspace
 
@@ -72,7 +77,37 @@ def record(lab: str, ws=None, **figures) -> dict:
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(recorded, indent=1) + "\n")
     tmp.replace(path)
+    if not quiet:
+        print(beside_typical(lab, {key: recorded[key] for key in figures}, ws.preset.name))
     return recorded
+
+
+def typical(lab: str, preset: str) -> dict[str, list]:
+    """{figure: [its value in each release run]} for lab `lab` in `preset`; {} where none were recorded."""
+    if not TYPICAL_FILE.is_file():
+        return {}
+    return json.loads(TYPICAL_FILE.read_text()).get(preset, {}).get("labs", {}).get(lab, {})
+
+
+def beside_typical(lab: str, figures: dict, preset: str) -> str:
+    """One line per figure: "ppo_gold: yours 1.93 | typically 1.95 (1.90 to 2.02 over seeds 0-2)"."""
+    known = typical(lab, preset)
+    seeds = json.loads(TYPICAL_FILE.read_text())[preset]["seeds"] if known else []
+    lines = []
+    for key, value in figures.items():
+        values = [v for v in known.get(key, []) if isinstance(v, (int, float))]
+        line = f"{key}: yours {_show(value)}"
+        if values and isinstance(value, (int, float)):
+            line += (f" | typically {_show(sum(values) / len(values))} ({_show(min(values))} to "
+                     f"{_show(max(values))} over seeds {', '.join(map(str, seeds))}, {preset} preset)")
+        lines.append(line)
+    if not known:
+        lines.append(f"(no release figures for the {preset!r} preset to compare with)")
+    return "\n".join(lines)
+
+
+def _show(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _plain(value):
@@ -136,10 +171,11 @@ def run_notebook(path: Path, timeout: float | None = None) -> tuple[bool, str]:
 
 
 def run_course(preset: str | None = None, seed: int = 0, labs: list[str] | None = None, home=None,
-               timeout: float | None = None, progress=print) -> dict:
+               timeout: float | None = None, progress=print, directory=None) -> dict:
     """Run the solutions notebooks of `labs` (default: all) in order in the workspace `home` (default: a fresh
     temporary folder) with this preset and seed, the way a learner's kernel would see them
     (RLHF_KIT_PRESET, RLHF_KIT_SEED and RLHF_KIT_HOME set). A failing lab is reported and the next one runs.
+    `directory` holds the notebooks (default: the repository's solutions/).
 
     Returns {"preset", "seed", "workspace", "passed", "seconds",
              "labs": [{"lab", "notebook", "passed", "seconds", "error", "figures"}], "stages": {stage: metrics}}.
@@ -148,7 +184,7 @@ def run_course(preset: str | None = None, seed: int = 0, labs: list[str] | None 
     from .workspace import Workspace, check_seed
 
     preset_name, seed = get_preset(preset).name, check_seed(seed)
-    paths = notebooks(labs)
+    paths = notebooks(labs, Path(directory) if directory is not None else None)
     home = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="rlhf-kit-course-"))
     ws = Workspace(preset_name, home, seed)
     env = {"RLHF_KIT_PRESET": preset_name, "RLHF_KIT_SEED": str(seed), "RLHF_KIT_HOME": str(home),

@@ -1,0 +1,109 @@
+"""`rlhf-kit course` and the headline figures the labs record (rlhf_kit.course)."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from rlhf_kit import course
+from rlhf_kit.cli import main
+from rlhf_kit.workspace import SEED_VAR, Workspace, default_seed
+
+
+def test_parse_labs():
+    assert course.parse_labs("00-05") == ["00", "01", "02", "03", "04", "05"]
+    assert course.parse_labs("1,3") == ["01", "03"]
+    assert course.parse_labs("04") == ["04"]
+    assert course.parse_labs("2-3,3") == ["02", "03"]
+    for bad in ("05-03", "a", "1-", ""):
+        with pytest.raises(ValueError, match="--labs"):
+            course.parse_labs(bad)
+
+
+def test_notebooks_are_the_solutions_in_lab_order():
+    names = [path.name for path in course.notebooks()]
+    assert names == sorted(names) and names[0].startswith("00_") and len(names) >= 6
+    assert [p.name[:2] for p in course.notebooks(["03", "01"])] == ["03", "01"]
+    with pytest.raises(ValueError, match="No notebook for lab"):
+        course.notebooks(["42"])
+
+
+def test_record_merges_figures_and_headlines_reads_them(tmp_path):
+    ws = Workspace("ci", tmp_path, seed=3)
+    course.record("04", ws, gold=2.123456, kl=1)
+    assert course.record("04", ws, gold=2.5)["kl"] == 1
+    course.record("01", ws, sft_gold=1.0)
+    assert course.headlines(ws.root) == {"01": {"sft_gold": 1.0}, "04": {"gold": 2.5, "kl": 1}}
+
+
+def test_comparable_drops_only_timings_and_paths():
+    result = {"workspace": "/tmp/x", "labs": [{"lab": "00", "seconds": 3.0, "figures": {"gold": 1.0}}],
+              "stages": {"sft": {"gold_reward_after": 1.5, "seconds": 9.0, "train_seconds": 8.0}}}
+    assert course.comparable(result) == {"labs": [{"lab": "00", "figures": {"gold": 1.0}}],
+                                         "stages": {"sft": {"gold_reward_after": 1.5}}}
+
+
+def test_seed_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(SEED_VAR, "2")
+    assert default_seed() == 2 and Workspace("ci", tmp_path).seed == 2
+    assert Workspace("ci", tmp_path, seed=5).seed == 5            # an explicit seed wins
+    for bad in ("-1", "x", "1.5"):
+        monkeypatch.setenv(SEED_VAR, bad)
+        with pytest.raises(ValueError, match=SEED_VAR):
+            Workspace("ci", tmp_path)
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_run_course_runs_labs_in_order_with_the_seed_and_reports_failures(tmp_path, monkeypatch):
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    _notebook(notebooks / "00_first.ipynb",
+              "import os\nfrom rlhf_kit.course import record\nfrom rlhf_kit.workspace import Workspace\n"
+              "ws = Workspace()\nrecord('00', seed=ws.seed, preset=ws.preset.name)")
+    _notebook(notebooks / "01_second.ipynb", "from rlhf_kit.course import record\nrecord('01', reached=1)",
+              "assert False, 'the demo did not happen'", "record('01', after_the_failure=1)")
+    _notebook(notebooks / "02_third.ipynb", "from rlhf_kit.course import record\nrecord('02', ran=True)")
+    monkeypatch.delenv("RLHF_KIT_SEED", raising=False)
+    lines = []
+    result = course.run_course("ci", 7, home=tmp_path / "ws", directory=notebooks, timeout=120,
+                               progress=lines.append)
+    assert [row["lab"] for row in result["labs"]] == ["00", "01", "02"]
+    assert [row["passed"] for row in result["labs"]] == [True, False, True] and not result["passed"]
+    assert result["labs"][0]["figures"] == {"seed": 7, "preset": "ci"}
+    assert result["labs"][1]["figures"] == {"reached": 1}          # nothing after the failing cell ran
+    assert "cell 1: AssertionError: the demo did not happen" in result["labs"][1]["error"]
+    assert result["workspace"].endswith("ci-seed7") and "RLHF_KIT_SEED" not in __import__("os").environ
+    assert any("FAILED" in line and "lab 01" in line for line in lines)
+
+
+def test_cli_course_rejects_bad_arguments_before_running(capsys):
+    assert main(["course", "--labs", "42", "--preset", "ci"]) == 2
+    assert "No notebook for lab(s) 42" in capsys.readouterr().err
+    assert main(["course", "--seed", "-1", "--preset", "ci"]) == 2
+    assert "--seed must be a whole number" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_fresh_ci_chains_give_identical_stage_metrics(tmp_path):
+    """The same preset and seed give the same course: the ci chain built twice, in two processes with different
+    string-hash seeds, up to the reward model, records the same metrics in every stage (timings aside). The
+    first is the workspace the test suite shares (scripts/test.sh builds it first), the second a fresh one."""
+    shared = Workspace("ci")
+    shared.ensure("reward")
+    script = ("import sys; from rlhf_kit.workspace import Workspace; "
+              "Workspace('ci', sys.argv[1], seed=0).ensure('reward')")
+    env = {**__import__("os").environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env, capture_output=True)
+    strip = lambda metrics: course.comparable({"labs": [], "stages": metrics})["stages"]  # noqa: E731
+    first, second = strip(course.stage_metrics(shared.root)), strip(course.stage_metrics(tmp_path / "ci-seed0"))
+    assert set(first) == {"world", "base", "sft", "preferences", "reward"}
+    assert first == second, json.dumps({k: (first[k], second.get(k)) for k in first if first[k] != second.get(k)})
