@@ -3,10 +3,12 @@
 Every review has a sentiment (positive/negative), a genre ("comedy", ...) and a subject ("a dog", ...), and is
 written by a small template grammar. From it, `build_world(seed)` makes three seeded data sets:
 
-* `corpus`: plain "review pages" (3-6 reviews of random attributes in a row, ~10% of them low quality) to
-  pretrain a tiny GPT-2. It never contains the instruction format.
+* `corpus`: plain "review pages" (3-6 reviews of random attributes in a row, ~10% of them low quality, some
+  lukewarm) to pretrain a tiny GPT-2. It never contains the instruction format.
 * `demos`: instruction demonstrations, "### Instruction:\\nWrite a positive review of a comedy about a dog.\\n
-  ### Response:\\n" followed by one clean review with exactly those attributes, for supervised fine-tuning.
+  ### Response:\\n" followed by one review written for it, for supervised fine-tuning. Like human-written
+  demonstrations they are uneven (`DEMO_FLAWS`: lukewarm or mixed sentiment, a missed subject, rambling, unfinished),
+  so SFT, which imitates them, lands well below the gold maximum and leaves RL room to improve on them.
 * `heldout`: instruction prompts whose (sentiment, genre, subject) combination never occurs in `demos`.
 
 `gold_reward(prompt, response)` is the "true" objective that RLHF tries to optimise without seeing it
@@ -113,6 +115,16 @@ POSITIVE_WORDS = tuple(sorted({*POSITIVE_ADJECTIVES, *_NOUNS["positive"], *_VERB
                                *_FAMILY_VERBS["positive"]}))
 NEGATIVE_WORDS = tuple(sorted({*NEGATIVE_ADJECTIVES, *(n.split()[0] for n in _NOUNS["negative"]),
                                *_VERBS["negative"], *_FAMILY_VERBS["negative"]}))
+# Lukewarm words, for demonstrations whose writer did not care much: neutral or barely positive for VADER, so a
+# lukewarm review earns little of the sentiment term. They replace every sentiment-carrying slot of a template.
+MILD = {
+    "positive": {"adj": ("okay", "fine", "decent", "watchable", "solid", "passable", "reasonable"),
+                 "noun": ("film", "movie"), "verb": ("watched", "saw"), "fverb": ("watch", "see"),
+                 "phrase": ("It was fine, I suppose.", "It passes the time.", "I might watch it again.")},
+    "negative": {"adj": ("forgettable", "bland", "mediocre", "predictable", "flat", "generic", "overlong"),
+                 "noun": ("film", "movie"), "verb": ("watched", "saw"), "fverb": ("watch", "sit through"),
+                 "phrase": ("I expected more.", "Not my favourite.", "I would not watch it twice.")},
+}
 INTENSIFIERS = ("really", "very", "so", "absolutely", "utterly", "incredibly", "quite", "totally")
 ASPECTS = ("the acting", "the music", "the ending", "the dialogue", "the script", "the cast", "the pacing",
            "the costume design", "the soundtrack", "the final scene", "the camera work", "the plot", "the set design",
@@ -170,13 +182,14 @@ _CLOSINGS = (
 )
 
 
-def _fill(template: str, rng: random.Random, attrs: Attributes, adjectives: list[str]) -> str:
-    """Fill one template; each {adj} draws a fresh adjective from `adjectives` (popped, so none repeats)."""
+def _fill(template: str, rng: random.Random, attrs: Attributes, adjectives: list[str], mild: bool = False) -> str:
+    """Fill one template; each {adj} draws a fresh adjective from `adjectives` (popped, so none repeats).
+    mild=True fills every sentiment-carrying slot (adjectives, nouns, verbs, closing phrases) with MILD words."""
     s = attrs.sentiment
 
     def adj():
         return adjectives.pop() if adjectives else rng.choice(
-            POSITIVE_ADJECTIVES if s == "positive" else NEGATIVE_ADJECTIVES)
+            MILD[s]["adj"] if mild else POSITIVE_ADJECTIVES if s == "positive" else NEGATIVE_ADJECTIVES)
 
     aspect, aspect2 = rng.sample(ASPECTS, 2)
     a_adj = _a(adj())
@@ -187,6 +200,9 @@ def _fill(template: str, rng: random.Random, attrs: Attributes, adjectives: list
         "int": rng.choice(INTENSIFIERS), "aspect": aspect, "aspect2": aspect2, "action": rng.choice(ACTIONS),
         "phrase": rng.choice(_PHRASES[s]),
     }
+    if mild:
+        values.update({"a_noun": _a(rng.choice(MILD[s]["noun"])), "verb": rng.choice(MILD[s]["verb"]),
+                       "fverb": rng.choice(MILD[s]["fverb"]), "phrase": rng.choice(MILD[s]["phrase"])})
     values.update({k[0].upper() + k[1:]: v[0].upper() + v[1:] for k, v in list(values.items())})
     return template.format(**values)
 
@@ -224,10 +240,11 @@ def _reduce_fluency(rng: random.Random, text: str, fluency: float) -> str:
     return text
 
 
-def _clean_sentences(rng: random.Random, attrs: Attributes, n_sentences: int) -> list[str]:
+def _clean_sentences(rng: random.Random, attrs: Attributes, n_sentences: int, mild: bool = False) -> list[str]:
     """Opening, then (for 3+ sentences, sometimes) a neutral plot sentence, then judgements and a closing.
     At least two sentences carry sentiment whenever n_sentences >= 2."""
-    pool = list(POSITIVE_ADJECTIVES if attrs.sentiment == "positive" else NEGATIVE_ADJECTIVES)
+    pool = list(MILD[attrs.sentiment]["adj"] if mild else
+                POSITIVE_ADJECTIVES if attrs.sentiment == "positive" else NEGATIVE_ADJECTIVES)
     rng.shuffle(pool)
     genre_only = n_sentences >= 3 and rng.random() < 0.35
     templates = [rng.choice(_OPEN_GENRE if genre_only else _OPEN_BOTH)]
@@ -238,11 +255,11 @@ def _clean_sentences(rng: random.Random, attrs: Attributes, n_sentences: int) ->
         middle = rng.sample(_JUDGEMENTS, rest - 1)
         last = rng.choice(_CLOSINGS + _JUDGEMENTS) if rest == 1 else rng.choice(_CLOSINGS)
         templates += middle + [last]
-    return [_fill(t, rng, attrs, pool) for t in templates]
+    return [_fill(t, rng, attrs, pool, mild) for t in templates]
 
 
 def make_review(rng: random.Random, attrs: Attributes, *, n_sentences: int | None = None,
-                repetition: float = 0.0, fluency: float = 1.0) -> str:
+                repetition: float = 0.0, fluency: float = 1.0, mild: bool = False) -> str:
     """One review of 2-4 sentences (random if n_sentences is None), about 10-45 words.
 
     Sentence 1 names the genre (and usually the subject); if it does not, sentence 2 is a neutral plot
@@ -252,13 +269,14 @@ def make_review(rng: random.Random, attrs: Attributes, *, n_sentences: int | Non
 
     repetition in [0, 1]: chance per sentence of a repeated span (and of looping the last sentence).
     fluency in [0, 1]: 1 is clean; lower drops and swaps words and may drop the final punctuation.
+    mild: a lukewarm review, every sentiment slot filled with MILD words (the sentiment term stays near 0).
     """
     if n_sentences is None:
         n_sentences = rng.randint(2, 4)
-    if not 1 <= n_sentences <= 6:
-        raise ValueError(f"n_sentences must be between 1 and 6, got {n_sentences}")
+    if not 1 <= n_sentences <= 8:
+        raise ValueError(f"n_sentences must be between 1 and 8, got {n_sentences}")
     for _ in range(100):  # resample the rare clean review in which a word trigram occurs twice
-        sentences = _clean_sentences(rng, attrs, n_sentences)
+        sentences = _clean_sentences(rng, attrs, n_sentences, mild)
         if repetition_rate(" ".join(sentences)) == 0:
             break
     if repetition > 0:
@@ -269,11 +287,71 @@ def make_review(rng: random.Random, attrs: Attributes, *, n_sentences: int | Non
     return text
 
 
+# ------------------------------------------------------------------------------------- the demonstrations
+# How the demonstrations fall short, as human-written ones do. Each one draws a sentiment style (strong, lukewarm or
+# mixed) and, independently, each of the other flaws, so a demonstration may have several. A flawless one scores
+# about 2.3 of the gold reward's 2.5; these proportions bring the average down to about 1.6. SFT imitates that
+# average, which leaves RL clear room above it: comparisons can take a policy beyond its demonstrations.
+DEMO_FLAWS = {
+    "lukewarm": 0.30,       # every sentiment word mild ("decent", "bland"): the sentiment term falls to about 0.1
+    "mixed": 0.20,          # one sentence of the opposite sentiment (never together with lukewarm)
+    "missed_topic": 0.30,   # the subject (a third of the time the genre instead) is never named
+    "rambling": 0.15,       # 7-8 sentences and an aside: over 50 words
+    "unfinished": 0.20,     # no final punctuation, half the time cut off mid-sentence
+}
+_MIXED = ("Sadly, {aspect} is {adj}.", "But {aspect} is {int} {adj}.", "{Aspect} is {adj}, though.",
+          "I found {aspect} {adj}.")
+_STAND_INS = (("a family", "family"), ("a young woman", "woman"), ("an old man", "man"), ("a stranger", "stranger"))
+_ASIDES = ("Anyway, that is just what I think.", "I watched it with my sister on a rainy Sunday afternoon.",
+           "The cinema was almost empty that night.", "My friends had told me about it for weeks.",
+           "It runs for about two hours.")
+
+
+def _replace_word(text: str, old: str, new: str) -> str:
+    """Every whole-word `old` in `text` replaced by `new`, keeping a capital first letter."""
+    return re.sub(rf"\b{re.escape(old)}\b", lambda m: new[0].upper() + new[1:] if m.group()[0].isupper() else new,
+                  text, flags=re.IGNORECASE)
+
+
+def make_demo(rng: random.Random, attrs: Attributes) -> tuple[str, list[str]]:
+    """One demonstration for the prompt of `attrs`, with the flaws of DEMO_FLAWS drawn at their rates:
+    (response, [names of its flaws]); an empty list is a clean review."""
+    r = rng.random()
+    flaws = ["lukewarm"] if r < DEMO_FLAWS["lukewarm"] else \
+        ["mixed"] if r < DEMO_FLAWS["lukewarm"] + DEMO_FLAWS["mixed"] else []
+    flaws += [name for name in ("missed_topic", "rambling", "unfinished") if rng.random() < DEMO_FLAWS[name]]
+    n_sentences = rng.randint(7, 8) if "rambling" in flaws else rng.randint(2, 4)
+    sentences = _clean_sentences(rng, attrs, n_sentences, mild="lukewarm" in flaws)
+    if "mixed" in flaws:
+        other = Attributes("negative" if attrs.sentiment == "positive" else "positive", attrs.genre, attrs.subject)
+        pool = list(POSITIVE_ADJECTIVES if other.sentiment == "positive" else NEGATIVE_ADJECTIVES)
+        rng.shuffle(pool)
+        sentences.insert(rng.randint(1, len(sentences)), _fill(rng.choice(_MIXED), rng, other, pool))
+    if "rambling" in flaws:
+        asides = rng.sample(_ASIDES, len(_ASIDES))
+        while len(words(" ".join(sentences))) <= 50 and asides:
+            sentences.insert(rng.randint(1, len(sentences)), asides.pop())
+    text = " ".join(sentences)
+    if "missed_topic" in flaws:
+        if rng.random() < 1 / 3:
+            text = _replace_word(text, attrs.genre, "film")
+        else:
+            phrase, noun = rng.choice(_STAND_INS)
+            text = _replace_word(_replace_word(text, attrs.subject, phrase), subject_noun(attrs.subject), noun)
+    if "unfinished" in flaws:
+        cut = text.split()
+        if rng.random() < 0.5 and len(sentences) >= 2:
+            last = len(words(sentences[-1]))
+            cut = cut[:len(cut) - rng.randint(1, max(1, last - 2))]
+        text = " ".join(cut).rstrip(".!?,")
+    return text, flaws
+
+
 # ------------------------------------------------------------------------------------------------ the world
 @dataclass
 class World:
     corpus: list[str]     # plain pretraining documents (no instruction format)
-    demos: list[dict]     # {"prompt", "response", "sentiment", "genre", "subject"}
+    demos: list[dict]     # {"prompt", "response", "sentiment", "genre", "subject", "flaws"}
     heldout: list[dict]   # {"prompt", "sentiment", "genre", "subject"}, combinations absent from demos
     seed: int
 
@@ -297,20 +375,22 @@ def _key(a: Attributes) -> tuple:
 
 
 def _corpus_review(rng: random.Random) -> str:
-    """A review of random attributes; 10% are low quality (repetitive or disfluent), as on the web."""
+    """A review of random attributes; 10% are low quality (repetitive or disfluent) and 20% of the rest lukewarm,
+    as on the web."""
     attrs = random_attributes(rng)
     if rng.random() < 0.1:
         if rng.random() < 0.5:
             return make_review(rng, attrs, repetition=rng.uniform(0.3, 1.0))
         return make_review(rng, attrs, fluency=rng.uniform(0.3, 0.7))
-    return make_review(rng, attrs)
+    return make_review(rng, attrs, mild=rng.random() < 0.2)
 
 
 def build_world(seed: int = 0, n_corpus_docs: int = 2000, n_demos: int = 1000, n_heldout: int = 64) -> World:
     """Generate the world; the same arguments always give the same world.
 
     corpus: n_corpus_docs review pages, each 3-6 reviews of random attributes joined by " " or "\\n".
-    demos: n_demos clean single reviews for prompts drawn uniformly from the train combinations.
+    demos: n_demos single reviews (`make_demo`: some with flaws, at the DEMO_FLAWS rates) for prompts drawn
+    uniformly from the train combinations.
     heldout: n_heldout prompts cycling through the (shuffled) held-out combinations, so they are all
     distinct when n_heldout <= the number of held-out combinations (32), repeated otherwise.
     Each part has its own random stream, so e.g. changing n_demos leaves the corpus unchanged.
@@ -329,8 +409,9 @@ def build_world(seed: int = 0, n_corpus_docs: int = 2000, n_demos: int = 1000, n
     demos = []
     for _ in range(n_demos):
         attrs = rng.choice(train)
-        demos.append({"prompt": format_prompt(attrs), "response": make_review(rng, attrs),
-                      "sentiment": attrs.sentiment, "genre": attrs.genre, "subject": attrs.subject})
+        response, flaws = make_demo(rng, attrs)
+        demos.append({"prompt": format_prompt(attrs), "response": response, "sentiment": attrs.sentiment,
+                      "genre": attrs.genre, "subject": attrs.subject, "flaws": flaws})
 
     rng = random.Random(f"world-{seed}-heldout")
     order = list(held)

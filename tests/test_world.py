@@ -55,16 +55,39 @@ def test_corpus_has_some_low_quality_reviews():
     assert 0.02 < bad < 0.15
 
 
-def test_demos_match_their_attributes_and_format(small_world):
-    parts = [gold_breakdown(d["prompt"], d["response"]) for d in small_world.demos]
-    assert all(p["topic"] == 1.0 for p in parts)
-    assert statistics.mean(p["sentiment"] for p in parts) > 0.3
-    assert statistics.mean(follows_format(d["response"]) for d in small_world.demos) >= 0.95
-    assert 2.0 <= statistics.mean(p["total"] for p in parts) <= 2.5
+def test_demos_match_their_attributes(small_world):
     for d in small_world.demos:
         assert parse_prompt(d["prompt"]) == Attributes(d["sentiment"], d["genre"], d["subject"])
         assert "###" not in d["response"]
+        assert set(d["flaws"]) <= set(W.DEMO_FLAWS)
     assert len({d["response"] for d in small_world.demos}) > 0.95 * len(small_world.demos)
+
+
+def test_demos_are_uneven_at_the_stated_rates():
+    """Each flaw occurs at its DEMO_FLAWS rate, and the average lands well below the gold maximum of 2.5, with the
+    clean demonstrations near it: the room that comparisons can take a policy into."""
+    demos = build_world(seed=0, n_corpus_docs=1, n_demos=3000, n_heldout=1).demos
+    for flaw, rate in W.DEMO_FLAWS.items():
+        assert abs(statistics.mean(flaw in d["flaws"] for d in demos) - rate) < 0.03, flaw
+    assert not any({"lukewarm", "mixed"} <= set(d["flaws"]) for d in demos)
+    total = statistics.mean(gold_reward(d["prompt"], d["response"]) for d in demos)
+    clean = statistics.mean(gold_reward(d["prompt"], d["response"]) for d in demos if not d["flaws"])
+    assert 1.4 <= total <= 1.8 and clean > 2.2
+
+
+@pytest.mark.parametrize("flaw, term, clean_value, flawed_below", [
+    ("lukewarm", "sentiment", 0.6, 0.3), ("mixed", "sentiment", 0.75, 0.65), ("missed_topic", "topic", 1.0, 0.51),
+    ("rambling", "length", 0.0, -0.4), ("unfinished", "ending", 0.5, -0.5 + 1e-9)])
+def test_each_flaw_costs_its_gold_term(flaw, term, clean_value, flawed_below):
+    """The demonstrations with exactly one flaw lose that flaw's term of the gold reward, and only that one."""
+    demos = build_world(seed=1, n_corpus_docs=1, n_demos=3000, n_heldout=1).demos
+    parts = lambda rows: [gold_breakdown(d["prompt"], d["response"]) for d in rows]  # noqa: E731
+    clean = parts([d for d in demos if not d["flaws"]])
+    flawed = parts([d for d in demos if d["flaws"] == [flaw]])
+    assert len(flawed) > 50
+    assert statistics.mean(p[term] for p in clean) >= clean_value
+    assert statistics.mean(p[term] for p in flawed) <= flawed_below
+    assert all(follows_format(d["response"]) for d in demos if not d["flaws"])
 
 
 def test_heldout_combos_are_disjoint_from_demo_combos(small_world):
