@@ -108,3 +108,23 @@ def test_curve_renders_png():
     for step in range(10):
         curve(step, loss=1.0 / (step + 1), reward=step, kl=0.01 * step, entropy=2.0)
     assert curve._repr_png_().startswith(b"\x89PNG")
+
+
+def test_the_classroom_page_and_the_quizzes_do_not_load_torch():
+    """Every Voila student kernel imports the classroom page, every lab its quiz: neither may load torch (about
+    400 MB per kernel). Only the widgets that need it (playground, live curve, tables) import it, on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rlhf_kit.ui.classroom, rlhf_kit.quizzes; from rlhf_kit.ui import quiz, Quiz, "
+            "PreferenceCollector, ClassroomCollector; assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_ui_name_imports_lazily():
+    import rlhf_kit.ui as ui
+
+    for name in ui.__all__:
+        assert getattr(ui, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        ui.Nope
