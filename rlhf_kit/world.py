@@ -421,6 +421,13 @@ def build_world(seed: int = 0, n_corpus_docs: int = 2000, n_demos: int = 1000, n
     return World(corpus=corpus, demos=demos, heldout=heldout, seed=seed)
 
 
+
+def demo_flaw_rates(world: World) -> dict[str, float]:
+    """The share of the world's demonstrations with each flaw (see DEMO_FLAWS), and "none" for the flawless."""
+    n = len(world.demos)
+    rates = {flaw: sum(flaw in d.get("flaws", ()) for d in world.demos) / n for flaw in DEMO_FLAWS}
+    return {**rates, "none": sum(not d.get("flaws") for d in world.demos) / n}
+
 _FILES = ("corpus.jsonl", "demos.jsonl", "heldout.jsonl", "world.json")
 
 

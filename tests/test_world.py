@@ -288,3 +288,11 @@ def test_files_load_with_datasets(tmp_path, small_world):
     heldout = datasets.load_dataset("json", data_files=str(tmp_path / "heldout.jsonl"), split="train",
                                     cache_dir=cache)
     assert heldout["prompt"] == [h["prompt"] for h in small_world.heldout]
+
+
+def test_demo_flaw_rates_counts_each_flaw_and_the_flawless(small_world):
+    rates = W.demo_flaw_rates(small_world)
+    assert set(rates) == {*W.DEMO_FLAWS, "none"}
+    n = len(small_world.demos)
+    assert rates["none"] == sum(not d["flaws"] for d in small_world.demos) / n
+    assert rates["lukewarm"] == sum("lukewarm" in d["flaws"] for d in small_world.demos) / n
