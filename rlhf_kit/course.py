@@ -5,7 +5,8 @@
 runs every solutions notebook in order, top to bottom, in one workspace (a fresh one unless `--workspace` names
 one), as a learner would with Run All, and prints per lab its wall time, whether it passed, and its headline
 figures. The notebooks record those figures themselves with `record("04", gold_sft=..., ...)`, a small JSON file
-per lab in the workspace's `course/` folder, so the figures printed are the ones the learner saw. The last line
+per lab in the workspace's `course/` folder, so the figures printed are the ones the learner saw; the executed
+notebooks, outputs and all, are saved beside them. The last line
 of `--json` output is one JSON object, with every finished stage's metrics beside the labs' figures: two runs
 with the same preset and seed must give the same object apart from the timings (`comparable` drops them).
 
@@ -149,8 +150,9 @@ def comparable(result: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- the run
-def run_notebook(path: Path, timeout: float | None = None) -> tuple[bool, str]:
-    """Execute the notebook at `path` top to bottom in a fresh kernel (in its own folder, outputs discarded).
+def run_notebook(path: Path, timeout: float | None = None, save_to: Path | None = None) -> tuple[bool, str]:
+    """Execute the notebook at `path` top to bottom in a fresh kernel, in its own folder, and write the executed
+    notebook, outputs and all, to `save_to` if given (what the learner would have seen, failed or not).
     Returns (passed, "" or "cell N: ErrorName: message")."""
     import nbformat
     from nbclient import NotebookClient
@@ -161,13 +163,17 @@ def run_notebook(path: Path, timeout: float | None = None) -> tuple[bool, str]:
                             resources={"metadata": {"path": str(path.parent)}})
     try:
         client.execute()
+        outcome = (True, "")
     except CellExecutionError as error:
         cell = next((i for i, c in enumerate(nb.cells) if any(o.get("output_type") == "error"
                                                               for o in c.get("outputs", []))), "?")
-        return False, f"cell {cell}: {error.ename}: {error.evalue}"[:500]
+        outcome = (False, f"cell {cell}: {error.ename}: {error.evalue}"[:500])
     except Exception as error:                   # a dead kernel or a time-out: say which, go on with the next lab
-        return False, f"{type(error).__name__}: {error}"[:500]
-    return True, ""
+        outcome = (False, f"{type(error).__name__}: {error}"[:500])
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, save_to)
+    return outcome
 
 
 def run_course(preset: str | None = None, seed: int = 0, labs: list[str] | None = None, home=None,
@@ -197,7 +203,7 @@ def run_course(preset: str | None = None, seed: int = 0, labs: list[str] | None 
         for path in paths:
             lab = path.name[:2]
             lab_started = time.perf_counter()
-            passed, error = run_notebook(path, timeout)
+            passed, error = run_notebook(path, timeout, save_to=ws.root / COURSE_DIR / path.name)
             seconds = round(time.perf_counter() - lab_started, 1)
             figures = headlines(ws.root).get(lab, {})
             rows.append({"lab": lab, "notebook": path.name, "passed": passed, "seconds": seconds, "error": error,

@@ -83,6 +83,8 @@ def test_run_course_runs_labs_in_order_with_the_seed_and_reports_failures(tmp_pa
     assert "cell 1: AssertionError: the demo did not happen" in result["labs"][1]["error"]
     assert result["workspace"].endswith("ci-seed7") and "RLHF_KIT_SEED" not in __import__("os").environ
     assert any("FAILED" in line and "lab 01" in line for line in lines)
+    saved = nbformat.read(tmp_path / "ws" / "ci-seed7" / "course" / "01_second.ipynb", as_version=4)
+    assert saved.cells[1].outputs[0]["ename"] == "AssertionError"      # what the learner saw, failure included
 
 
 def test_cli_course_rejects_bad_arguments_before_running(capsys):
