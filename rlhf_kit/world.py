@@ -553,10 +553,11 @@ def gold_reward(prompt: str, response: str) -> float:
 
 def follows_format(response: str) -> bool:
     """True iff the response is one finished review: it ends with '.', '!' or '?', has 5-50 words, its
-    repetition rate is below 0.2 and it contains no "###"."""
+    repetition rate is below 0.2, it contains no "###" and no line break (on the pretraining pages a new line
+    starts the next review: a base model that writes two short reviews, one per line, has not answered)."""
     n_words = len(words(response))
     return (_ends_with_punctuation(response) and 5 <= n_words <= 50 and repetition_rate(response) < 0.2
-            and "###" not in response)
+            and "###" not in response and "\n" not in response.strip())
 
 
 # ---------------------------------------------------------------------------------- the simulated annotator

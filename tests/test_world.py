@@ -172,6 +172,9 @@ def test_gold_penalises_loops_and_bad_length():
     assert gold_reward(prompt, loop) < 0
     assert W.repetition_rate(loop) == pytest.approx(27 / 28)
     assert gold_breakdown(prompt, "Great comedy!")["length"] == -0.5 and not follows_format("Great comedy!")
+    two_reviews = "This comedy about a dog is great. Truly lovely!\nI hated this horror. What a waste of time."
+    assert not follows_format(two_reviews) and follows_format(two_reviews.split("\n")[0])
+    assert follows_format(CLEAN + "\n")                                  # a trailing newline is not a second review
     long = " ".join(make_review(random.Random(i), DOG, n_sentences=4) for i in range(4))
     assert len(W.words(long)) > 50 and gold_breakdown(prompt, long)["length"] == -0.5
     assert gold_breakdown(prompt, "")["total"] == -1.0
