@@ -70,3 +70,18 @@ def test_collect_then_reward_json(ci_home):
 def test_collect_without_simulated_says_how_to_label(tmp_path):
     result = run_cli("collect", "--preset", "ci", "--workspace", str(tmp_path))
     assert result.returncode == 2 and "--simulated" in result.stderr and "lab 02" in result.stderr
+
+
+def test_the_same_seed_gives_the_same_chain_in_another_process(ci_home):
+    """Same preset and seed, same course: the ci chain that the commands above built in their own processes has the
+    same metrics, timings aside, in every stage they share with the test suite's workspace (scripts/test.sh
+    builds that one first, in another process). Preferences differ on purpose: `collect` above asked for 120."""
+    from rlhf_kit.course import comparable, stage_metrics
+    from rlhf_kit.workspace import Workspace
+
+    shared = Workspace("ci", seed=0)
+    shared.ensure("sft")
+    strip = lambda root: comparable({"labs": [], "stages": stage_metrics(root)})["stages"]  # noqa: E731
+    mine, theirs = strip(ci_home / "ci-seed0"), strip(shared.root)
+    for stage in ("world", "base", "sft"):
+        assert mine[stage] == theirs[stage], (stage, mine[stage], theirs[stage])
