@@ -52,9 +52,11 @@ def test_training_on_a_learnable_signal_orders_pairs(micro_ws):
     genres = ["comedy", "horror", "drama", "western"]
     rows = [{"prompt": f"### Instruction:\nWrite a positive review of a {genres[i % 4]} about a dog.\n### Response:\n",
              "chosen": "great " * (1 + i % 3), "rejected": "awful " * (1 + i % 3)} for i in range(24)]
-    model, tok = init_reward_model(micro_ws.path("sft"))
+    # lr 3e-3 for 30 steps passed or failed with the head's random draw (it ended oscillating for seed 0, at 42%
+    # held-out accuracy); 1e-3 for 40 steps orders every pair for head seeds 0, 1 and 2.
+    model, tok = init_reward_model(micro_ws.path("sft"), seed=0)
     history = []
-    train_reward_model(model, tok, rows, RewardConfig(steps=30, batch_size=8, lr=3e-3),
+    train_reward_model(model, tok, rows, RewardConfig(steps=40, batch_size=8, lr=1e-3),
                        callback=lambda step, loss, accuracy: history.append(accuracy))
     assert evaluate_pairs(model, tok, rows, 64)["accuracy"] == 1.0
     assert history[-1] >= history[0]
