@@ -83,24 +83,27 @@ def record(lab: str, ws=None, quiet: bool = False, **figures) -> dict:
     return recorded
 
 
+def _release(preset: str) -> dict:
+    """{"seeds": [...], "labs": {lab: {figure: [values]}}} of the release runs in `preset`; {} where there are none."""
+    return json.loads(TYPICAL_FILE.read_text()).get(preset, {}) if TYPICAL_FILE.is_file() else {}
+
+
 def typical(lab: str, preset: str) -> dict[str, list]:
     """{figure: [its value in each release run]} for lab `lab` in `preset`; {} where none were recorded."""
-    if not TYPICAL_FILE.is_file():
-        return {}
-    return json.loads(TYPICAL_FILE.read_text()).get(preset, {}).get("labs", {}).get(lab, {})
+    return _release(preset).get("labs", {}).get(lab, {})
 
 
 def beside_typical(lab: str, figures: dict, preset: str) -> str:
     """One line per figure: "ppo_gold: yours 1.93 | typically 1.95 (1.90 to 2.02 over seeds 0-2)"."""
-    known = typical(lab, preset)
-    seeds = json.loads(TYPICAL_FILE.read_text())[preset]["seeds"] if known else []
+    release = _release(preset)
+    known = release.get("labs", {}).get(lab, {})
     lines = []
     for key, value in figures.items():
         values = [v for v in known.get(key, []) if isinstance(v, (int, float))]
         line = f"{key}: yours {_show(value)}"
         if values and isinstance(value, (int, float)):
             line += (f" | typically {_show(sum(values) / len(values))} ({_show(min(values))} to "
-                     f"{_show(max(values))} over seeds {', '.join(map(str, seeds))}, {preset} preset)")
+                     f"{_show(max(values))} over seeds {', '.join(map(str, release['seeds']))}, {preset} preset)")
         lines.append(line)
     if not known:
         lines.append(f"(no release figures for the {preset!r} preset to compare with)")

@@ -84,13 +84,6 @@ COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences"
             "reward": "reward"}
 
 
-def seed_everything(seed: int) -> None:
-    """`device.seed_everything`, imported only when a stage is built (it imports torch)."""
-    from .device import seed_everything as seed_all
-
-    seed_all(seed)
-
-
 def _builder(stage: str) -> Callable:
     module_name, func_name = STAGES[stage][1].split(":")
     module = __import__(module_name, fromlist=[func_name])
@@ -182,6 +175,8 @@ class Workspace:
         _check_stage(stage)
         for dependency in STAGES[stage][0]:
             self.ensure(dependency)
+        from .device import seed_everything     # imports torch: only when a stage is built
+
         started = time.perf_counter()
         builder = _builder(stage)
         with self.writing(stage) as out_dir:
