@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
 from .presets import PRESETS
@@ -16,6 +17,8 @@ TRAINING = {
     "sft": ("sft", "fine-tune the base model on demonstrations; report gold reward and format rate before/after"),
     "collect": ("preferences", "sample candidate pairs from the SFT policy and label them (--simulated: autopilot)"),
     "reward": ("reward", "train the Bradley-Terry reward model; report held-out and gold accuracy"),
+    "ppo": ("ppo", "PPO from the SFT policy against the reward model; report gold and proxy reward before/after "
+                   "on held-out prompts, and the KL"),
 }
 
 
@@ -44,14 +47,13 @@ def _parser() -> argparse.ArgumentParser:
                                                                       "(default: all)")
     course.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="give up on a cell after S seconds (default: no limit)")
-    ppo = sub.add_parser("ppo", help="PPO from the SFT policy against the reward model; report gold and proxy "
-                                     "reward before/after on held-out prompts, and the KL")
-    _add_run_options(ppo)
+    ppo = sub.choices["ppo"]
     ppo.add_argument("--beta", type=float, default=None, help="KL coefficient (default: the preset's)")
     ppo.add_argument("--clip-eps", type=float, default=None, help="PPO ratio clip (default: the preset's)")
     ppo.add_argument("--steps", type=int, default=None, help="PPO steps (default: the preset's)")
     ppo.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    ppo.add_argument("--save", default=None, metavar="DIR", help="save the trained policy to DIR")
+    ppo.add_argument("--save", default=None, metavar="DIR", help="also copy the trained policy (the workspace's "
+                                                                "ppo stage) to DIR")
     return parser
 
 
@@ -72,18 +74,22 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
             print(f"{key:>22}: {value}")
 
 
-def _ppo(args) -> dict:
-    """`rlhf-kit ppo`: build the stages up to `reward` if missing, then PPO with the preset's settings and the
-    flags given. A run that diverges (NaN reward or loss) is reported like any other error: exit status 2."""
-    from .ppo import PPOConfig, PPODiverged, run_ppo
+def _ppo_options(args, ws) -> dict:
+    """The PPOConfig fields the flags override, checked before anything is built (PPOConfig names a bad value)."""
+    from .ppo import PPOConfig
 
-    ws = Workspace(args.preset, args.workspace, args.seed)
     overrides = {key: value for key, value in (("beta", args.beta), ("clip_eps", args.clip_eps),
                                                 ("steps", args.steps), ("lr", args.lr)) if value is not None}
-    config = PPOConfig.from_preset(ws.preset, ws.seed, **overrides)     # invalid flags fail before any building
-    ws.ensure("reward")
+    PPOConfig.from_preset(ws.preset, ws.seed, **overrides)
+    return overrides
+
+
+def _build_ppo(ws, overrides: dict) -> None:
+    """The ppo stage; a run that diverges (NaN reward or loss) is reported like any other error: exit status 2."""
+    from .ppo import PPODiverged
+
     try:
-        return run_ppo(ws, config, save_dir=args.save)
+        ws.build("ppo", **overrides)
     except PPODiverged as error:
         raise ValueError(str(error)) from error
 
@@ -124,9 +130,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "course":
             return _course(args)
-        if args.command == "ppo":
-            _print_metrics(_ppo(args), args.json)
-            return 0
         stage = TRAINING[args.command][0]
         ws = Workspace(args.preset, args.workspace, args.seed)
         options = {}
@@ -137,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.pairs is not None and args.pairs < 1:
                 raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
             options["n_pairs"] = args.pairs
-        ws.build(stage, **options)
+        if args.command == "ppo":
+            _build_ppo(ws, _ppo_options(args, ws))
+        else:
+            ws.build(stage, **options)
+        if getattr(args, "save", None):
+            shutil.copytree(ws.path(stage), args.save, dirs_exist_ok=True)
         _print_metrics(ws.metrics(stage), args.json)
         return 0
     except (ValueError, WorkspaceError, FileNotFoundError) as error:

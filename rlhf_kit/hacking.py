@@ -7,7 +7,7 @@ the SFT policy, in nats of KL, and by both rewards on the held-out instructions:
 - `best_of_n`: no training at all; sample n responses from the SFT policy and keep the one the reward model
   likes best. Its KL from the SFT policy has a closed form, log(n) - (n - 1) / n.
 
-`overoptimisation_plot` puts both on the same axes (the shape of Gao et al. 2022, "Scaling laws for reward
+`ui.plots.overoptimisation_plot` puts both on the same axes (the shape of Gao et al. 2022, "Scaling laws for reward
 model overoptimization"), and `term_shift` / `hacked_samples` / `word_shift` say which terms of the gold
 reward (`world.gold_breakdown`) a hacked policy gave up, and which words it wrote instead.
 """
@@ -17,21 +17,21 @@ from __future__ import annotations
 import math
 
 import torch
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from . import world
+from .evaluate import score_samples
 from .models import generate, load_causal_lm
 from .ppo import PPOConfig, PPOTrainer
 from .reward import RewardScorer
-from .ui.plots import Plot
-from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, gold_reward, load_world, parse_prompt, words
+from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, load_world, parse_prompt, words
 
 TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")
 
 
 def heldout_prompts(ws) -> list[str]:
-    """The world's held-out instructions: never trained on, used for every evaluation in this lab."""
-    return [row["prompt"] for row in load_world(ws.require("world")).heldout]
+    """The workspace world's held-out instructions: never trained on, used for every evaluation in this lab."""
+    return world.heldout_prompts(load_world(ws.require("world")))
 
 
 # ------------------------------------------------------------------------------------------- beta sweep
@@ -68,7 +68,7 @@ def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prom
             recent = [stats["kl"] for stats in trainer.history[-3:]]
             result = trainer.evaluate(prompts)
             rows.append({"beta": beta, "beta_now": trainer.beta, "step": stop,
-                         "kl": sum(recent) / len(recent) if recent else 0.0, "proxy": result["score"],
+                         "kl": sum(recent) / len(recent) if recent else 0.0, "proxy": result["proxy"],
                          "gold": result["gold"], "format_rate": result["format_rate"],
                          "samples": result["samples"]})
     return rows
@@ -100,19 +100,18 @@ def best_of_n(ws, ns=(1, 2, 4, 8, 16), prompts: list[str] | None = None, tempera
     temperature = ws.preset.eval_temperature if temperature is None else temperature
     largest = ns[-1]
     policy, tokenizer = load_causal_lm(ws.require("sft"))
-    flat = generate(policy, tokenizer, [p for p in prompts for _ in range(largest)], ws.preset.max_new_tokens,
-                    temperature, seed=ws.seed if seed is None else seed, batch_size=64)
-    proxy = RewardScorer(ws.require("reward"))([p for p in prompts for _ in range(largest)], flat)
-    proxy = proxy.reshape(len(prompts), largest)
-    gold = torch.tensor([gold_reward(p, r) for p, r in zip([p for p in prompts for _ in range(largest)], flat)])
-    gold = gold.reshape(len(prompts), largest)
+    repeated = [p for p in prompts for _ in range(largest)]
+    flat = generate(policy, tokenizer, repeated, ws.preset.max_new_tokens, temperature,
+                    seed=ws.seed if seed is None else seed)
+    scored = score_samples(repeated, flat, RewardScorer(ws.require("reward")))
+    proxy = torch.tensor([row["proxy"] for row in scored]).reshape(len(prompts), largest)
+    gold = torch.tensor([row["gold"] for row in scored]).reshape(len(prompts), largest)
     rows = []
     for n in ns:
         groups = largest // n
         picked = proxy[:, : groups * n].reshape(len(prompts), groups, n).argmax(-1)     # (prompts, groups)
         index = picked + torch.arange(groups) * n
-        samples = [{"prompt": p, "response": flat[i * largest + index[i, 0]], "score": proxy[i, index[i, 0]].item(),
-                    "gold": gold[i, index[i, 0]].item()} for i, p in enumerate(prompts)]
+        samples = [scored[i * largest + index[i, 0]] for i in range(len(prompts))]
         rows.append({"n": n, "kl": best_of_n_kl(n), "proxy": proxy.gather(1, index).mean().item(),
                      "gold": gold.gather(1, index).mean().item(), "samples": samples})
     return rows
@@ -126,33 +125,6 @@ def sweep_run(sweep: list[dict], beta: float) -> list[dict]:
         raise ValueError(f"The sweep has no run at beta={beta}; it has betas "
                          f"{sorted(set(row['beta'] for row in sweep))}.")
     return run
-
-
-# ---------------------------------------------------------------------------------------------- plots
-def overoptimisation_plot(sweep: list[dict], bon: list[dict] | None = None,
-                          title: str = "optimising the proxy: reward model vs gold") -> Plot:
-    """Proxy (left) and gold reward (right) against sqrt(KL from the SFT policy), one line per beta of the
-    sweep (dots at its checkpoints) and best-of-n on the same axes (dashed, labelled by n)."""
-    fig = Figure(figsize=(10, 3.8))
-    axes = fig.subplots(1, 2)
-    betas = list(dict.fromkeys(row["beta"] for row in sweep))
-    colours = [f"C{i}" for i in range(len(betas))]
-    for ax, key, name in zip(axes, ("proxy", "gold"), ("proxy: reward-model score (normalised)", "gold reward")):
-        for beta, colour in zip(betas, colours):
-            run = sweep_run(sweep, beta)
-            ax.plot([math.sqrt(max(row["kl"], 0.0)) for row in run], [row[key] for row in run], "o-",
-                    color=colour, label=f"PPO beta = {beta:g}")
-        if bon:
-            ax.plot([math.sqrt(row["kl"]) for row in bon], [row[key] for row in bon], "s--", color="black",
-                    label="best-of-n")
-            for row in bon:
-                ax.annotate(f"n={row['n']}", (math.sqrt(row["kl"]), row[key]), textcoords="offset points",
-                            xytext=(3, -11), fontsize=7, color="#444")
-        ax.set(xlabel="sqrt(KL from SFT)  [sqrt(nats)]", ylabel=name, title=name.split(":")[0])
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return Plot(fig)
 
 
 # --------------------------------------------------------------------------------- what was given up
@@ -182,14 +154,14 @@ def hacked_samples(sweep: list[dict], beta: float = 0.0, k: int = 5) -> list[dic
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0
         return [(v - mean) / std for v in values]
 
-    gaps = [p - g for p, g in zip(standardise([s["score"] for s in samples]),
+    gaps = [p - g for p, g in zip(standardise([s["proxy"] for s in samples]),
                                   standardise([s["gold"] for s in samples]))]
     order = sorted(range(len(samples)), key=lambda i: -gaps[i])[:k]
     rows = []
     for i in order:
         s = samples[i]
         parts = gold_breakdown(s["prompt"], s["response"])
-        rows.append({"prompt": s["prompt"], "response": s["response"], "proxy": s["score"], "gold": s["gold"],
+        rows.append({"prompt": s["prompt"], "response": s["response"], "proxy": s["proxy"], "gold": s["gold"],
                      **{term: parts[term] for term in TERMS}})
     return rows
 

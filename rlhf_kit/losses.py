@@ -94,6 +94,23 @@ def rewards_at_last_token(values: torch.Tensor, attention_mask: torch.Tensor) ->
 
 
 # ------------------------------------------------------------------------------------------------ PPO
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probabilities:
+
+        k1: kl_t = logp_t - logp_ref_t                                     (unbiased, can be negative)
+        k3: kl_t = (exp(logp_ref_t - logp_t) - 1) - (logp_ref_t - logp_t)  (unbiased, always >= 0)
+
+    Shapes: logprobs, ref_logprobs (batch, response_len) -> (batch, response_len); padding is not masked here.
+    Worked example: logp = -1.0, logp_ref = -1.5 gives k1 = 0.5 and k3 = (e^-0.5 - 1) + 0.5 = 0.1065.
+    """
+    if estimator == "k1":
+        return logprobs - ref_logprobs
+    if estimator == "k3":
+        log_ratio = ref_logprobs - logprobs
+        return torch.expm1(log_ratio) - log_ratio
+    raise ValueError(f"Unknown KL estimator {estimator!r}: use 'k1' or 'k3'.")
+
+
 def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                          mask: torch.Tensor, beta: float, estimator: str = "k1") -> torch.Tensor:
     """Per-token PPO rewards: a KL penalty on every response token, plus the reward model's score at the end.
@@ -117,13 +134,7 @@ def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     """
     if beta < 0:
         raise ValueError(f"beta must be >= 0 (it is the weight of a KL *penalty*); got {beta}.")
-    if estimator == "k1":
-        kl = logprobs - ref_logprobs
-    elif estimator == "k3":
-        log_ratio = ref_logprobs - logprobs
-        kl = torch.expm1(log_ratio) - log_ratio
-    else:
-        raise ValueError(f"Unknown KL estimator {estimator!r}: use 'k1' or 'k3'.")
+    kl = kl_estimate(logprobs, ref_logprobs, estimator)
     m = mask.to(kl.dtype)
     last = _last_one(mask).unsqueeze(1)
     score_at_end = torch.zeros_like(kl).scatter(1, last, scores.to(kl.dtype).unsqueeze(1))

@@ -1,4 +1,4 @@
-"""Tokenizer, tiny GPT-2 and pretraining; loading any local Hugging Face causal LM; batched generation.
+"""Tokenizer and tiny GPT-2; loading any local Hugging Face causal LM; the kit's one sampler.
 
 Everything is an ordinary Hugging Face object: `save_pretrained` writes it, `AutoTokenizer` /
 `AutoModelForCausalLM.from_pretrained(path)` reads it back. Nothing is ever fetched from a hub.
@@ -6,25 +6,24 @@ Everything is an ordinary Hugging Face object: `save_pretrained` writes it, `Aut
 
 from __future__ import annotations
 
-import math
 import os
-import random
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
-from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedTokenizerFast,
 )
 
-from .device import autocast, pick_device, seed_everything
+from .device import autocast, pick_device
 from .presets import Preset
 
 EOS = "<|endoftext|>"
@@ -137,119 +136,98 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-# -------------------------------------------------------------------------------------------- pretraining
-def token_stream(tokenizer, texts: Iterable[str]) -> torch.Tensor:
-    """All documents as one long 1-D tensor of token ids, each followed by eos."""
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text)["input_ids"])
-        ids.append(tokenizer.eos_token_id)
-    return torch.tensor(ids, dtype=torch.long)
+# ----------------------------------------------------------------------------------------------- sampling
+class _SeededSampler(LogitsProcessor):
+    """Sampling by the Gumbel-max trick with one random stream per prompt:
 
+        token = argmax(logits / T + g),   g = -log(-log(u)),  u ~ Uniform(0, 1) per vocabulary entry
 
-def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to `peak`, then cosine decay to 10% of it."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def optimizer_step(model, optimizer, loss, step: int, total_steps: int, peak_lr: float) -> None:
-    """One update: set this step's learning rate (5% warm-up, then cosine), backpropagate, clip the gradient
-    norm to 1, step. Shared by every trainer in the kit."""
-    for group in optimizer.param_groups:
-        group["lr"] = cosine_lr(step, total_steps, peak_lr, warmup=max(1, total_steps // 20))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-
-
-def tail_mean(values: list[float], fraction: float = 0.1) -> float:
-    """Mean of the last `fraction` of a training curve: a less noisy 'final' value than the last step."""
-    tail = values[-max(1, int(len(values) * fraction)):]
-    return sum(tail) / len(tail)
-
-
-def pretrain(model, tokenizer, texts: list[str], steps: int, batch_size: int, lr: float, seq_len: int,
-             seed: int = 0, callback: Callable | None = None, device=None) -> dict:
-    """Next-token prediction on random windows of the corpus. Calls `callback(step, loss=...)` every step.
-
-    Returns {"final_loss": mean loss of the last 10% of steps, "tokens_seen": int}.
+    draws from softmax(logits / T). Row i's u comes from a generator seeded with seeds[i], so a prompt's sample
+    does not depend on which other prompts share its batch or process. Used with greedy `generate`.
     """
-    device = device or pick_device()
-    seed_everything(seed)
-    model.to(device).train()
-    stream = token_stream(tokenizer, texts)
-    if len(stream) <= seq_len + 1:
-        raise ValueError(f"The corpus has only {len(stream)} tokens; need more than seq_len={seq_len}.")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    for step in tqdm(range(steps), desc="pretraining", leave=False):
-        starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=generator)
-        batch = torch.stack([stream[s : s + seq_len] for s in starts.tolist()]).to(device)
-        with autocast(device):
-            loss = model(input_ids=batch, labels=batch).loss
-        optimizer_step(model, optimizer, loss, step, steps, lr)
-        losses.append(loss.item())
-        if callback is not None:
-            callback(step, loss=losses[-1])
-    model.eval()
-    return {"final_loss": tail_mean(losses), "tokens_seen": steps * batch_size * seq_len}
+
+    def __init__(self, seeds: list[int], temperature: float, device):
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
+        return scores / self.temperature + gumbel
 
 
-def build_base(ws, out_dir: Path, callback: Callable | None = None) -> dict:
-    """Workspace stage `base`: train the tokenizer and pretrain the tiny GPT-2 on the toy corpus."""
-    from .world import load_world
-
-    preset = ws.preset
-    world = load_world(ws.require("world"))
-    tokenizer = train_tokenizer(world.corpus + [d["prompt"] + d["response"] for d in world.demos],
-                                preset.vocab_size)
-    seed_everything(ws.seed)
-    model = tiny_gpt2(preset, tokenizer)
-    started = time.perf_counter()
-    metrics = pretrain(model, tokenizer, world.corpus, preset.pretrain_steps, preset.pretrain_batch_size,
-                       preset.pretrain_lr, preset.n_positions, seed=ws.seed, callback=callback)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return {**metrics, "parameters": count_parameters(model),
-            "train_seconds": round(time.perf_counter() - started, 2)}
+def row_seeds(seed: int, step: int, first_row: int, n: int) -> list[int]:
+    """One seed per prompt, from (seed, step, global row index): the same in any batch and on any number of
+    processes. `generate` and every evaluation use step -1; PPO's rollouts use their step number."""
+    return [hash((seed, step, first_row + i)) & 0x7FFF_FFFF_FFFF_FFFF for i in range(n)]
 
 
-# --------------------------------------------------------------------------------------------- generation
+def first_eos_mask(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, has_eos): mask (batch, R) is 1 up to and including the first eos (everywhere if none)."""
+    is_eos = response_ids == eos_id
+    eos_before = is_eos.long().cumsum(1) - is_eos.long()       # eos tokens strictly before t
+    return (eos_before == 0).long(), is_eos.any(1)
+
+
+@dataclass
+class Rollout:
+    """Sampled responses: prompt (left-padded) + response tokens, with the masks the losses need."""
+    prompts: list[str]
+    responses: list[str]                 # decoded, cut before the first eos
+    input_ids: torch.Tensor              # (b, P + R)
+    attention_mask: torch.Tensor         # (b, P + R): prompt padding and everything after the first eos are 0
+    position_ids: torch.Tensor           # (b, P + R)
+    prompt_len: int                      # P
+    mask: torch.Tensor                   # (b, R) response mask: 1 up to and including the first eos
+    has_eos: torch.Tensor                # (b,)
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_len:]
+
+    def rows(self, idx) -> dict:
+        return {"input_ids": self.input_ids[idx], "attention_mask": self.attention_mask[idx],
+                "position_ids": self.position_ids[idx]}
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
-             seed: int = 0, batch_size: int = 32) -> list[str]:
-    """Sample one response per prompt (greedy when temperature == 0), prompts left-padded, KV cache on.
-
-    Returns the decoded responses without the prompt, cut at eos (which is not included).
-    """
+def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: float,
+           max_new_tokens: int) -> Rollout:
+    """One response per prompt, row i drawn from its own random stream `seeds[i]` (greedy when temperature is
+    0): prompts left-padded, KV cache on, each response cut after its first eos. The only sampler of the kit."""
     if not prompts:
-        raise ValueError("generate() got an empty list of prompts.")
+        raise ValueError("sample() got an empty list of prompts.")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    torch.manual_seed(seed)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    responses: list[str] = []
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
+    processors = LogitsProcessorList([_SeededSampler(seeds, temperature, device)] if temperature > 0 else [])
     try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} \
-                if temperature > 0 else {"do_sample": False}
-            with autocast(device):
-                out = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id, **sampling,
-                )
-            new_tokens = out[:, enc["input_ids"].shape[1]:]
-            responses.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        with autocast(device):
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     finally:
-        tokenizer.padding_side = side
         model.train(was_training)
+    prompt_len = enc["input_ids"].shape[1]
+    mask, has_eos = first_eos_mask(out[:, prompt_len:], tokenizer.eos_token_id)
+    attention_mask = torch.cat([enc["attention_mask"], mask], dim=1)
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    n_text = mask.sum(1) - has_eos.long()                                  # response tokens before the eos
+    responses = [tokenizer.decode(ids[:n], skip_special_tokens=True)
+                 for ids, n in zip(out[:, prompt_len:].tolist(), n_text.tolist())]
+    return Rollout(list(prompts), responses, out, attention_mask, position_ids, prompt_len, mask, has_eos)
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+             seed: int = 0, batch_size: int = 64, first_row: int = 0) -> list[str]:
+    """One sampled response per prompt (greedy when temperature == 0), cut before its first eos: `sample` in
+    batches, prompt i from stream row_seeds(seed, -1, first_row + i), so the result does not depend on batch_size
+    and equals what `PPOTrainer.evaluate` samples for the same prompts and seed."""
+    if not prompts:
+        raise ValueError("generate() got an empty list of prompts.")
+    responses: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        seeds = row_seeds(seed, -1, first_row + start, len(chunk))
+        responses += sample(model, tokenizer, chunk, seeds, temperature, max_new_tokens).responses
     return responses

@@ -1,12 +1,9 @@
-"""Preferences in, reward model out.
+"""Preferences in, reward model out: the workspace stage `reward`.
 
-Two workspace stages live here:
-
-- `preferences`: sample K responses per prompt from the SFT policy, compare every pair of them, and let the
-  simulated annotator label them into a durable `PreferenceStore` (the widget in lab 02 does the same with you).
-- `reward`: a standard `AutoModelForSequenceClassification` with one output, initialised from the SFT model,
-  trained with the Bradley-Terry loss on `prompt`/`chosen`/`rejected` rows; its score is read at the last real
-  token (the eos after the response). Rewards are then normalised to mean 0, std 1 on SFT samples.
+A standard `AutoModelForSequenceClassification` with one output, initialised from the SFT model, trained with the
+Bradley-Terry loss on `prompt`/`chosen`/`rejected` rows; its score is read at the last real token (the eos after
+the response). Rewards are then normalised to mean 0, std 1 on SFT samples of the held-out prompts. (The pairs
+come from the `preferences` stage, `collect.py`.)
 """
 
 from __future__ import annotations
@@ -22,117 +19,20 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .configs import REWARD_MAX_LEN, RewardConfig
 from .device import autocast, pick_device, seed_everything
 from .losses import bradley_terry_loss, rewards_at_last_token
-from .models import check_tokenizer, disable_dropout, generate, load_causal_lm, optimizer_step, tail_mean
-from .world import SimulatedAnnotator, calibrate_temperature, gold_reward, load_world
-
-SIMULATED = "simulated"
-
-
-# ------------------------------------------------------------------------------------------ candidates
-def sample_candidates(model, tokenizer, prompts: list[str], k: int, max_new_tokens: int, temperature: float,
-                      seed: int = 0) -> list[dict]:
-    """K sampled responses per prompt: [{"prompt", "responses": [k strings]}]."""
-    flat = generate(model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens=max_new_tokens,
-                    temperature=temperature, seed=seed, batch_size=64)
-    return [{"prompt": p, "responses": flat[i * k:(i + 1) * k]} for i, p in enumerate(prompts)]
-
-
-def candidate_pairs(candidates: list[dict], seed: int = 0) -> list[dict]:
-    """Every pair of distinct responses to the same prompt, in a random A/B order:
-    [{"pair_id", "prompt", "response_a", "response_b"}]."""
-    from .preferences import pair_id
-
-    rng = random.Random(seed)
-    pairs = []
-    for row in candidates:
-        responses = list(dict.fromkeys(r for r in row["responses"]))       # drop exact duplicates
-        for i in range(len(responses)):
-            for j in range(i + 1, len(responses)):
-                a, b = (responses[i], responses[j]) if rng.random() < 0.5 else (responses[j], responses[i])
-                pairs.append({"pair_id": pair_id(row["prompt"], a, b), "prompt": row["prompt"],
-                              "response_a": a, "response_b": b})
-    return pairs
-
-
-def preference_prompts(world, n: int, seed: int) -> list[str]:
-    """`n` distinct instruction prompts from the demonstrations' attribute combinations (never the held-out ones)."""
-    prompts = list(dict.fromkeys(d["prompt"] for d in world.demos))
-    random.Random(seed).shuffle(prompts)
-    while len(prompts) < n:            # small worlds: reuse prompts; their samples still differ
-        prompts += prompts[: n - len(prompts)]
-    return prompts[:n]
-
-
-def build_preferences(ws, out_dir: Path, n_pairs: int | None = None) -> dict:
-    """Workspace stage `preferences`: candidate pairs from the SFT policy, labelled by the simulated annotator.
-
-    The annotator's temperature is calibrated on these very pairs so that it agrees with the gold ordering about
-    73% of the time (InstructGPT's inter-labeller agreement). Writes `pairs.jsonl` (unlabelled, what the widget
-    shows) and `simulated.jsonl` (a PreferenceStore). `n_pairs` overrides the preset's number of pairs.
-    """
-    from .preferences import PreferenceStore
-
-    p = ws.preset
-    world = load_world(ws.require("world"))
-    model, tokenizer = load_causal_lm(ws.require("sft"))
-    settings = {"model": "sft", "k": p.pref_k, "temperature": p.pref_temperature,
-                "max_new_tokens": p.max_new_tokens}
-    pairs_per_prompt = p.pref_k * (p.pref_k - 1) // 2
-    n_prompts = p.n_pref_prompts if n_pairs is None else -(-n_pairs // pairs_per_prompt)
-    candidates = sample_candidates(model, tokenizer, preference_prompts(world, n_prompts, ws.seed),
-                                   p.pref_k, p.max_new_tokens, p.pref_temperature, seed=ws.seed)
-    pairs = candidate_pairs(candidates, seed=ws.seed)
-    # Identical samples give no pair: when a number of pairs was asked for, sample more prompts until it is met.
-    for extra_round in range(1, 5):
-        if n_pairs is None or len(pairs) >= n_pairs:
-            break
-        pairs_per_prompt_so_far = max(1, len(pairs) // max(1, len(candidates)))
-        more = -(-(n_pairs - len(pairs)) // pairs_per_prompt_so_far) + 1      # ceil, and one spare
-        prompts = preference_prompts(world, len(candidates) + more, ws.seed)[len(candidates):]
-        new = sample_candidates(model, tokenizer, prompts, p.pref_k, p.max_new_tokens, p.pref_temperature,
-                                seed=ws.seed + extra_round)
-        candidates += new
-        pairs += candidate_pairs(new, seed=ws.seed + extra_round)
-    pairs = pairs[:n_pairs]
-    with open(out_dir / "pairs.jsonl", "w") as f:
-        for pair in pairs:
-            f.write(json.dumps({**pair, "settings": settings}) + "\n")
-    diffs = [gold_reward(q["prompt"], q["response_a"]) - gold_reward(q["prompt"], q["response_b"]) for q in pairs]
-    annotator = SimulatedAnnotator(temperature=calibrate_temperature(diffs, 0.73), seed=ws.seed)
-    store = PreferenceStore(out_dir / "simulated.jsonl")
-    agree = decided = 0
-    for pair, diff in zip(pairs, diffs):
-        choice = annotator.prefer(pair["prompt"], pair["response_a"], pair["response_b"])
-        store.record(pair["pair_id"], pair["prompt"], pair["response_a"], pair["response_b"], choice,
-                     annotator=SIMULATED, settings=settings)
-        if diff != 0:
-            decided += 1
-            agree += (choice == "A") == (diff > 0)
-    return {"n_pairs": len(pairs), "n_prompts": len(candidates), "annotator_temperature": annotator.temperature,
-            "annotator_gold_agreement": round(agree / max(1, decided), 4)}
-
-
-def load_pairs(ws) -> list[dict]:
-    """The unlabelled candidate pairs of the `preferences` stage."""
-    path = ws.require("preferences") / "pairs.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from .models import check_tokenizer, disable_dropout, generate, load_causal_lm
+from .training import adamw, batches, optimizer_step, right_pad, tail_mean, trl_cpu_args
+from .world import gold_reward, heldout_prompts, load_world
 
 
 # ------------------------------------------------------------------------------------------- the model
 def tokenize_texts(tokenizer, prompts: list[str], responses: list[str], max_len: int) -> dict[str, torch.Tensor]:
     """prompt + response + eos for each row, right-padded: the reward is read at that final eos."""
-    rows = []
-    for prompt, response in zip(prompts, responses):
-        ids = tokenizer(prompt + response)["input_ids"][: max_len - 1] + [tokenizer.eos_token_id]
-        rows.append(ids)
-    longest = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), longest), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, ids in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention_mask[i, : len(ids)] = 1
+    rows = [tokenizer(prompt + response)["input_ids"][: max_len - 1] + [tokenizer.eos_token_id]
+            for prompt, response in zip(prompts, responses)]
+    input_ids, attention_mask = right_pad(rows, tokenizer.pad_token_id)
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
@@ -165,21 +65,6 @@ def init_reward_model(sft_dir, device=None, seed: int = 0):
     return model.to(device or pick_device()), tokenizer
 
 
-@dataclass
-class RewardConfig:
-    steps: int = 400            # optimizer steps
-    batch_size: int = 32        # preference pairs per step
-    lr: float = 5e-4            # peak learning rate (warm-up, cosine decay)
-    max_len: int = 128          # tokens per prompt+response
-    heldout_fraction: float = 0.15   # share of prompts whose pairs are held out for evaluation
-    seed: int = 0
-
-    @classmethod
-    def from_preset(cls, preset, seed: int = 0) -> "RewardConfig":
-        return cls(steps=preset.rm_steps, batch_size=preset.rm_batch_size, lr=preset.rm_lr,
-                   max_len=preset.n_positions, seed=seed)
-
-
 def split_by_prompt(rows: list[dict], heldout_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, heldout): whole prompts go to one side, so held-out pairs come from prompts never trained on."""
     prompts = sorted({r["prompt"] for r in rows})
@@ -205,18 +90,12 @@ def train_reward_model(model, tokenizer, rows: list[dict], config: RewardConfig,
         raise ValueError("No preference pairs to train on: label some pairs (lab 02) or run `rlhf-kit collect`.")
     device = next(model.parameters()).device
     seed_everything(config.seed)
-    rng = random.Random(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    optimizer = adamw(model.parameters(), config.lr)
     model.train()
-    order: list[int] = []
     history = []
-    for step in tqdm(range(config.steps), desc="reward model", leave=False):
-        if len(order) < config.batch_size:
-            more = list(range(len(rows)))
-            rng.shuffle(more)
-            order += more
-        batch_rows = [rows[i] for i in order[: config.batch_size]]
-        order = order[config.batch_size:]
+    order = batches(len(rows), config.batch_size, config.steps, config.seed)
+    for step, batch_idx in enumerate(tqdm(order, total=config.steps, desc="reward model", leave=False)):
+        batch_rows = [rows[i] for i in batch_idx]
         batch = _pair_batch(tokenizer, batch_rows, config.max_len, device)
         with autocast(device):
             rewards = sequence_rewards(model, batch["input_ids"], batch["attention_mask"], pick_fn)
@@ -233,7 +112,7 @@ def train_reward_model(model, tokenizer, rows: list[dict], config: RewardConfig,
 
 
 @torch.no_grad()
-def score_texts(model, tokenizer, prompts: list[str], responses: list[str], max_len: int = 128,
+def score_texts(model, tokenizer, prompts: list[str], responses: list[str], max_len: int = REWARD_MAX_LEN,
                 batch_size: int = 64, pick_fn: Callable = rewards_at_last_token) -> torch.Tensor:
     """Raw reward-model scores, (n,), on the CPU."""
     device = next(model.parameters()).device
@@ -247,7 +126,7 @@ def score_texts(model, tokenizer, prompts: list[str], responses: list[str], max_
     return torch.cat(out)
 
 
-def evaluate_pairs(model, tokenizer, rows: list[dict], max_len: int = 128) -> dict:
+def evaluate_pairs(model, tokenizer, rows: list[dict], max_len: int = REWARD_MAX_LEN) -> dict:
     """Accuracy of the reward model on preference rows, against the labels and against the gold ordering.
 
     Returns {"accuracy": share with r_chosen > r_rejected (agreement with the annotator's labels),
@@ -301,7 +180,7 @@ def preference_rows(ws, extra_stores=()) -> list[dict]:
     return rows
 
 
-def build_reward(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = bradley_terry_loss,
+def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = bradley_terry_loss,
                  pick_fn: Callable = rewards_at_last_token, extra_stores=()) -> dict:
     """Workspace stage `reward`: train the reward model, evaluate it on held-out prompts, normalise it."""
     config = RewardConfig.from_preset(ws.preset, ws.seed)
@@ -327,9 +206,8 @@ def build_reward(ws, out_dir: Path, callback: Callable | None = None, loss_fn: C
 
 def normalisation(model, tokenizer, ws) -> tuple[float, float]:
     """Mean and std of the raw reward on SFT samples for the held-out instructions (what PPO will start from)."""
-    world = load_world(ws.require("world"))
     policy, policy_tokenizer = load_causal_lm(ws.require("sft"))
-    prompts = [row["prompt"] for row in world.heldout]
+    prompts = heldout_prompts(load_world(ws.require("world")))
     responses = generate(policy, policy_tokenizer, prompts, ws.preset.max_new_tokens, ws.preset.eval_temperature,
                          seed=ws.seed)
     raw = score_texts(model, tokenizer, prompts, responses, ws.preset.n_positions)
@@ -352,7 +230,7 @@ class RewardScorer:
         self.model.to(device or pick_device()).eval()
         stats = json.loads((path / "normalisation.json").read_text())
         self.mean, self.std = stats["mean"], stats["std"]
-        self.max_len = getattr(self.model.config, "max_position_embeddings", 128)
+        self.max_len = getattr(self.model.config, "max_position_embeddings", REWARD_MAX_LEN)
 
     def raw(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         return score_texts(self.model, self.tokenizer, prompts, responses, self.max_len)
@@ -400,14 +278,8 @@ def train_reward_with_trl(sft_dir, rows: list[dict], config: RewardConfig, outpu
     from trl import RewardTrainer
 
     model, tokenizer = init_reward_model(sft_dir, seed=config.seed)
-    use_cpu = next(model.parameters()).device.type == "cpu"
-    args = TRLRewardConfig(
-        output_dir=str(output_dir or tempfile.mkdtemp(prefix="trl-reward-")),
-        max_steps=config.steps, per_device_train_batch_size=config.batch_size, learning_rate=config.lr,
-        lr_scheduler_type="cosine", warmup_steps=max(1, config.steps // 20), max_length=config.max_len,
-        seed=config.seed, use_cpu=use_cpu, bf16=not use_cpu, activation_checkpointing=False,
-        report_to="none", save_strategy="no", logging_steps=max(1, config.steps // 10), dataloader_num_workers=0,
-    )
+    args = trl_cpu_args(TRLRewardConfig, model, output_dir or tempfile.mkdtemp(prefix="trl-reward-"), config.steps,
+                        config.batch_size, config.lr, config.seed, max_length=config.max_len)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                                  for r in rows])
     trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
 from typing import Callable
 
@@ -59,14 +60,15 @@ def default_seed() -> int:
     return check_seed(text, f"${SEED_VAR}") if text else 0
 
 
-# Each stage: the stages it needs, and the dotted path of its builder, `build(ws, out_dir, **kwargs) -> metrics`.
-# Builders are imported lazily so that importing the workspace stays cheap.
+# Each stage: the stages it needs, and the module named after it whose `build(ws, out_dir, **kwargs) -> metrics`
+# builds it. Modules are imported lazily so that importing the workspace stays cheap.
 STAGES: dict[str, tuple[tuple[str, ...], str]] = {
-    "world": ((), "rlhf_kit.workspace:build_world"),
-    "base": (("world",), "rlhf_kit.models:build_base"),
-    "sft": (("base",), "rlhf_kit.sft:build_sft"),
-    "preferences": (("sft",), "rlhf_kit.reward:build_preferences"),
-    "reward": (("preferences",), "rlhf_kit.reward:build_reward"),
+    "world": ((), "world"),
+    "base": (("world",), "pretrain"),
+    "sft": (("base",), "sft"),
+    "preferences": (("sft",), "collect"),
+    "reward": (("preferences",), "reward"),
+    "ppo": (("reward",), "ppo"),
 }
 
 # The preset fields each stage is built from (names or name prefixes). A finished stage records the values of its
@@ -77,17 +79,16 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "sft": ("sft_", "max_new_tokens", "eval_temperature"),
     "preferences": ("n_pref_prompts", "pref_"),
     "reward": ("rm_",),
+    "ppo": ("ppo_",),
 }
 
 # What a learner runs to (re)build a stage by hand.
 COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
-            "reward": "reward"}
+            "reward": "reward", "ppo": "ppo"}
 
 
 def _builder(stage: str) -> Callable:
-    module_name, func_name = STAGES[stage][1].split(":")
-    module = __import__(module_name, fromlist=[func_name])
-    return getattr(module, func_name)
+    return import_module(f"rlhf_kit.{STAGES[stage][1]}").build
 
 
 class Workspace:
@@ -219,13 +220,3 @@ def _check_stage(stage: str) -> None:
 def ensure(stage: str, preset: str | Preset | None = None, home=None, seed: int | None = None) -> Path:
     """`Workspace(preset, home, seed).ensure(stage)`: build whatever is missing, return the stage directory."""
     return Workspace(preset, home, seed).ensure(stage)
-
-
-def build_world(ws: Workspace, out_dir: Path) -> dict:
-    """Workspace stage `world`: generate the toy corpus, demonstrations and held-out prompts."""
-    from . import world
-
-    p = ws.preset
-    generated = world.build_world(ws.seed, p.n_corpus_docs, p.n_demos, p.n_heldout)
-    world.save_world(generated, out_dir)
-    return {"corpus_docs": len(generated.corpus), "demos": len(generated.demos), "heldout": len(generated.heldout)}

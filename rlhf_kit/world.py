@@ -421,12 +421,30 @@ def build_world(seed: int = 0, n_corpus_docs: int = 2000, n_demos: int = 1000, n
     return World(corpus=corpus, demos=demos, heldout=heldout, seed=seed)
 
 
+def heldout_prompts(world: World) -> list[str]:
+    """The held-out instructions: never trained on, every evaluation of a policy uses them."""
+    return [row["prompt"] for row in world.heldout]
+
+
+def training_prompts(world: World) -> list[str]:
+    """The distinct instructions of the demonstrations, in order: what preferences and RL train on."""
+    return list(dict.fromkeys(d["prompt"] for d in world.demos))
+
+
+def build(ws, out_dir: Path) -> dict:
+    """Workspace stage `world`: generate the toy corpus, demonstrations and held-out prompts."""
+    p = ws.preset
+    world = build_world(ws.seed, p.n_corpus_docs, p.n_demos, p.n_heldout)
+    save_world(world, out_dir)
+    return {"corpus_docs": len(world.corpus), "demos": len(world.demos), "heldout": len(world.heldout)}
+
 
 def demo_flaw_rates(world: World) -> dict[str, float]:
     """The share of the world's demonstrations with each flaw (see DEMO_FLAWS), and "none" for the flawless."""
     n = len(world.demos)
     rates = {flaw: sum(flaw in d.get("flaws", ()) for d in world.demos) / n for flaw in DEMO_FLAWS}
     return {**rates, "none": sum(not d.get("flaws") for d in world.demos) / n}
+
 
 _FILES = ("corpus.jsonl", "demos.jsonl", "heldout.jsonl", "world.json")
 

@@ -21,14 +21,14 @@ def ci_home(tmp_path_factory):
     return tmp_path_factory.mktemp("ci-home")
 
 
-def test_sft_ci_json_shows_gold_reward_rising(ci_home):
+def test_sft_ci_json_shows_gold_rising(ci_home):
     """The issue's acceptance check: `rlhf-kit sft --preset ci --json` shows gold after SFT above before."""
     result = run_cli("sft", "--preset", "ci", "--workspace", str(ci_home), "--seed", "0", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("gold_reward_before", "gold_reward_after", "format_rate_before", "format_rate_after", "seconds"):
+    for key in ("gold_before", "gold_after", "format_rate_before", "format_rate_after", "seconds"):
         assert key in metrics
-    assert metrics["gold_reward_after"] > metrics["gold_reward_before"] + 0.5, metrics
+    assert metrics["gold_after"] > metrics["gold_before"] + 0.5, metrics
     assert metrics["format_rate_after"] > metrics["format_rate_before"], metrics
     # pretrain then reuses the world and writes its own JSON
     # pretrain rebuilds the base model in place and reuses the world

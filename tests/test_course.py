@@ -36,9 +36,9 @@ def test_record_merges_figures_and_headlines_reads_them(tmp_path):
 
 def test_comparable_drops_only_timings_and_paths():
     result = {"workspace": "/tmp/x", "labs": [{"lab": "00", "seconds": 3.0, "figures": {"gold": 1.0}}],
-              "stages": {"sft": {"gold_reward_after": 1.5, "seconds": 9.0, "train_seconds": 8.0}}}
+              "stages": {"sft": {"gold_after": 1.5, "seconds": 9.0, "train_seconds": 8.0}}}
     assert course.comparable(result) == {"labs": [{"lab": "00", "figures": {"gold": 1.0}}],
-                                         "stages": {"sft": {"gold_reward_after": 1.5}}}
+                                         "stages": {"sft": {"gold_after": 1.5}}}
 
 
 def test_seed_comes_from_the_environment(monkeypatch, tmp_path):

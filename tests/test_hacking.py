@@ -2,8 +2,9 @@ import math
 
 import pytest
 
+from rlhf_kit.ui.plots import overoptimisation_plot
 from rlhf_kit.hacking import (TERMS, best_of_n, best_of_n_kl, beta_sweep, hacked_samples, heldout_prompts,
-                              mean_terms, overoptimisation_plot, sweep_run, term_shift, word_shift)
+                              mean_terms, sweep_run, term_shift, word_shift)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = dict(batch_size=4, minibatch_size=2, ppo_epochs=1, lr=1e-3, max_new_tokens=8)

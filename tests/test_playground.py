@@ -14,7 +14,7 @@ from rlhf_kit.ui.playground import PANELS, Playground
 TINY = PPOConfig(batch_size=4, minibatch_size=2, ppo_epochs=2, lr=1e-3, max_new_tokens=8, steps=2)
 
 
-def _no_trainer(ws, config):
+def _no_trainer(ws, config, losses=None):
     raise AssertionError("no trainer should be built")
 
 
@@ -114,14 +114,14 @@ def test_token_view_colours_each_response_token(micro_rm_ws):
 def test_bad_settings_show_in_the_status_line_and_start_nothing():
     pg = Playground(None, base_config=TINY, trainer_factory=_no_trainer)
     assert pg.run_sync(beta=-0.1) is None
-    assert "PPOConfig.beta must be &gt;= 0" in pg.status.value and "got -0.1" in pg.status.value
-    assert pg.run(clip_eps=0.0) is None and "clip_eps must be &gt; 0" in pg.status.value
+    assert "PPOConfig.beta must be a finite number &gt;= 0" in pg.status.value and "got -0.1" in pg.status.value
+    assert pg.run(clip_eps=0.0) is None and "clip_eps must be between 0 and 1" in pg.status.value
     assert pg.run_sync(betta=0.1) is None and "PPOConfig has no field" in pg.status.value
     assert pg.runs == [] and not pg.running and not pg.run_button.disabled
 
 
 def test_an_error_in_the_thread_lands_in_the_status_line():
-    def broken(ws, config):
+    def broken(ws, config, losses=None):
         raise RuntimeError("the sft stage is missing")
 
     pg = Playground(None, base_config=TINY, trainer_factory=broken)

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from rlhf_kit.cli import main
-from rlhf_kit.models import load_causal_lm
-from rlhf_kit.ppo import (STAT_KEYS, AdaptiveKLController, PPOConfig, PPODiverged, PPOTrainer, ValueModel,
-                          response_mask, row_seeds)
+from rlhf_kit.models import first_eos_mask, load_causal_lm, row_seeds, sample
+from rlhf_kit.ppo import STAT_KEYS, AdaptiveKLController, PPOConfig, PPODiverged, PPOLosses, PPOTrainer, ValueModel
 from rlhf_kit.presets import PRESETS
 from rlhf_kit.reward import RewardScorer
 
@@ -20,12 +19,15 @@ TINY = dict(batch_size=4, minibatch_size=2, ppo_epochs=2, lr=1e-3, max_new_token
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(beta=-0.1), r"beta must be >= 0.*got -0.1"),
-    (dict(clip_eps=0.0), r"clip_eps must be > 0.*got 0.0"),
-    (dict(vf_clip_eps=-1.0), r"vf_clip_eps must be > 0"),
+    (dict(beta=-0.1), r"beta must be a finite number >= 0.*got -0.1"),
+    (dict(beta=float("inf")), r"beta must be a finite number >= 0.*got inf"),
+    (dict(clip_eps=0.0), r"clip_eps must be between 0 and 1.*got 0.0"),
+    (dict(clip_eps=1.0), r"clip_eps must be between 0 and 1.*got 1.0"),
+    (dict(lr=float("inf")), r"lr must be a finite number > 0"),
+    (dict(vf_clip_eps=-1.0), r"vf_clip_eps must be a finite number > 0"),
     (dict(batch_size=6, minibatch_size=4), r"minibatch_size=4 must divide batch_size=6"),
     (dict(steps=0), r"steps must be a whole number >= 1"),
-    (dict(temperature=0.0), r"temperature must be > 0"),
+    (dict(temperature=0.0), r"temperature must be a finite number > 0"),
     (dict(kl_estimator="k2"), r"'k1' or 'k3'.*'k2'"),
     (dict(lam=1.5), r"lam must be in \[0, 1\]"),
     (dict(no_eos_penalty=float("nan")), r"no_eos_penalty must be a finite number"),
@@ -39,7 +41,7 @@ def test_config_from_preset_takes_overrides(micro_preset):
     config = PPOConfig.from_preset(micro_preset, seed=3, beta=0.0, clip_eps=0.1)
     assert (config.beta, config.clip_eps, config.seed) == (0.0, 0.1, 3)
     assert config.steps == micro_preset.ppo_steps and config.max_new_tokens == micro_preset.max_new_tokens
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
         PPOConfig.from_preset(micro_preset, beta=-1.0)
 
 
@@ -56,10 +58,10 @@ def test_adaptive_kl_controller_follows_ziegler():
     assert controller.update(kl=6.6, n_steps=10) == pytest.approx(0.1 * 1.02 * 0.98 * 1.01)  # +0.1 * 10/100
 
 
-def test_response_mask_stops_after_the_first_eos():
+def test_first_eos_mask_stops_after_the_first_eos():
     eos = 0
     ids = torch.tensor([[5, 6, 0, 7, 0], [5, 6, 7, 8, 9], [0, 1, 1, 1, 1]])
-    mask, has_eos = response_mask(ids, eos)
+    mask, has_eos = first_eos_mask(ids, eos)
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
     assert has_eos.tolist() == [True, False, True]
 
@@ -81,20 +83,22 @@ def _trainer(ws, reward_fn=None, **overrides) -> PPOTrainer:
 def test_steps_record_every_stat_and_the_first_ratio_is_exactly_one(micro_rm_ws, tmp_path):
     trainer = _trainer(micro_rm_ws, adaptive_kl=True, kl_target=1.0, kl_horizon=100)
     seen = []
-    history = trainer.train(steps=3, callback=seen.append, should_stop=lambda: len(seen) == 2)
+    history = trainer.train(steps=3, callback=lambda step, **stats: seen.append((step, stats)),
+                            should_stop=lambda: len(seen) == 2)
     assert len(history) == len(seen) == 2 == len(trainer.history)                # should_stop ended it
+    assert [step for step, _ in seen] == [1, 2] and seen[0][1]["kl"] == history[0]["kl"]    # callback(step, **stats)
     for stats in history:
         assert set(stats) == set(STAT_KEYS)
         assert stats["first_ratio_max_abs_dev"] == 0.0     # old log-probs recomputed exactly like the new ones
         for key in STAT_KEYS[:-1]:
             assert math.isfinite(stats[key]), (key, stats[key])
         assert 1 <= stats["response_length"] <= TINY["max_new_tokens"]
-        assert {"prompt", "response", "score", "gold"} <= set(stats["samples"][0])
+        assert {"prompt", "response", "proxy", "gold"} <= set(stats["samples"][0])
     assert history[1]["beta"] != history[0]["beta"]                              # the controller moved beta
     row = trainer.last_batch[0]
     assert len(row["tokens"]) == len(row["kl"]) == len(row["advantages"]) >= 1
     result = trainer.evaluate([PROMPT] * 3)
-    assert len(result["samples"]) == 3 and math.isfinite(result["gold"]) and math.isfinite(result["score"])
+    assert len(result["samples"]) == 3 and math.isfinite(result["gold"]) and math.isfinite(result["proxy"])
     trainer.save(tmp_path / "policy")
     reloaded, _ = load_causal_lm(tmp_path / "policy", device="cpu")
     assert len(json.loads((tmp_path / "policy" / "ppo.json").read_text())["history"]) == 2
@@ -102,13 +106,49 @@ def test_steps_record_every_stat_and_the_first_ratio_is_exactly_one(micro_rm_ws,
     assert torch.equal(next(reloaded.parameters()), first.detach().cpu())
 
 
+def test_ppo_runs_the_losses_it_is_given(micro_rm_ws):
+    """Lab 04 trains on the learner's own functions: every one passed in is called, and the trainer says whose."""
+    from rlhf_kit import losses
+
+    calls = []
+
+    def counted(fn):
+        def wrapper(*args, **kwargs):
+            calls.append(fn.__name__)
+            return fn(*args, **kwargs)
+        return wrapper
+
+    mine = PPOLosses(**{name: counted(getattr(losses, name)) for name in
+                        ("kl_penalized_rewards", "gae", "ppo_policy_loss", "value_loss")})
+    trainer = PPOTrainer.from_workspace(micro_rm_ws, PPOConfig(**TINY), losses=mine)
+    trainer.step()
+    assert set(calls) == {"kl_penalized_rewards", "gae", "ppo_policy_loss", "value_loss"}
+    assert calls.count("ppo_policy_loss") == TINY["ppo_epochs"] * TINY["batch_size"] // TINY["minibatch_size"]
+    assert all(who.startswith("yours") for who in mine.whose().values())
+    assert set(PPOLosses().whose().values()) == {"the kit's"}
+
+
+def test_evaluate_samples_what_generate_samples(micro_rm_ws):
+    """One sampler: the trainer's evaluation of the SFT policy is `models.generate` with the same seed, so the
+    sft stage's "after" and PPO's "before" are the same measurement."""
+    from rlhf_kit.models import generate
+
+    trainer = _trainer(micro_rm_ws)
+    prompts = [PROMPT, PROMPT.replace("dog", "robot"), PROMPT]
+    result = trainer.evaluate(prompts, temperature=0.7, seed=5)
+    expected = generate(trainer.unwrapped_policy, trainer.tokenizer, prompts, TINY["max_new_tokens"], 0.7, seed=5,
+                        batch_size=2)
+    assert [row["response"] for row in result["samples"]] == expected
+
+
 def test_a_prompts_sample_does_not_depend_on_its_batch(micro_rm_ws):
     """Each prompt has its own random stream: alone or beside another prompt, it gets the same response."""
     trainer = _trainer(micro_rm_ws)
     other = PROMPT.replace("positive", "negative").replace("dog", "robot")
     seed_a, seed_b = row_seeds(0, 1, 0, 2)
-    alone = trainer._sample([PROMPT], [seed_a], temperature=1.0)
-    paired = trainer._sample([PROMPT, other], [seed_a, seed_b], temperature=1.0)
+    policy, tokenizer = trainer.unwrapped_policy, trainer.tokenizer
+    alone = sample(policy, tokenizer, [PROMPT], [seed_a], temperature=1.0, max_new_tokens=8)
+    paired = sample(policy, tokenizer, [PROMPT, other], [seed_a, seed_b], temperature=1.0, max_new_tokens=8)
     assert alone.responses[0] == paired.responses[0]
 
 
@@ -184,8 +224,7 @@ def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, micro_preset, capsys
     out = capsys.readouterr().out
     assert code == 0
     metrics = json.loads(out.strip().splitlines()[-1])
-    for key in ("gold_reward_before", "gold_reward_after", "proxy_reward_before", "proxy_reward_after", "kl",
-                "seconds"):
+    for key in ("gold_before", "gold_after", "proxy_before", "proxy_after", "kl", "seconds"):
         assert math.isfinite(metrics[key]), key
     assert metrics["steps"] == 2 and metrics["beta"] == 0.05
 
@@ -193,5 +232,5 @@ def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, micro_preset, capsys
 def test_cli_ppo_bad_flag_is_one_clear_error(tmp_path, capsys):
     code = main(["ppo", "--preset", "ci", "--workspace", str(tmp_path), "--beta", "-1"])
     err = capsys.readouterr().err
-    assert code == 2 and "beta must be >= 0" in err and "Traceback" not in err
+    assert code == 2 and "beta must be a finite number >= 0" in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())                       # it failed before building anything

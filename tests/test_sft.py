@@ -41,7 +41,7 @@ def test_train_sft_uses_the_given_loss_and_reduces_it(micro_ws):
 
 def test_sft_stage_reports_before_and_after(micro_ws):
     metrics = micro_ws.metrics("sft")
-    for key in ("gold_reward_before", "gold_reward_after", "format_rate_before", "format_rate_after", "seconds"):
+    for key in ("gold_before", "gold_after", "format_rate_before", "format_rate_after", "seconds"):
         assert isinstance(metrics[key], float)
 
 

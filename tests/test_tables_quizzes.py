@@ -15,8 +15,8 @@ def test_sample_table_shows_instruction_response_and_escapes_html():
 
 
 def test_side_by_side_and_summary():
-    results = {"base": {"gold_reward": -0.5, "format_rate": 0.25, "samples": [dict(SAMPLE, format_ok=False)]},
-               "SFT": {"gold_reward": 1.5, "format_rate": 1.0, "samples": [SAMPLE]}}
+    results = {"base": {"gold": -0.5, "format_rate": 0.25, "samples": [dict(SAMPLE, format_ok=False)]},
+               "SFT": {"gold": 1.5, "format_rate": 1.0, "samples": [SAMPLE]}}
     page = side_by_side(results).data
     assert "<th>base</th>" in page and "<th>SFT</th>" in page and "✗ format" in page
     summary = summary_table(results).data

@@ -84,8 +84,9 @@ def test_rebuild_replaces_atomically(tmp_path, micro_preset):
 def test_downstream_stages():
     from rlhf_kit.workspace import downstream
 
-    assert downstream("base") == ["sft", "preferences", "reward"]
-    assert downstream("reward") == []
+    assert downstream("base") == ["sft", "preferences", "reward", "ppo"]
+    assert downstream("reward") == ["ppo"]
+    assert downstream("ppo") == []
 
 
 def test_rebuilding_a_stage_removes_what_was_built_from_it(tmp_path, micro_preset):

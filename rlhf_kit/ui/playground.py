@@ -36,13 +36,13 @@ from matplotlib.colors import TwoSlopeNorm, to_hex
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..ppo import PPOConfig, PPODiverged, PPOTrainer
+from ..ppo import PPOConfig, PPODiverged, PPOLosses, PPOTrainer
 from .tables import _instruction, _table
 
 BETAS = (0.0, 0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)   # exact 0, then about log-spaced
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 SLIDER_FIELDS = ("beta", "clip_eps", "lr", "steps", "adaptive_kl", "kl_target")
-PANELS = (("score", "proxy reward (RM score)"), ("gold", "gold reward"), ("kl", "KL to reference (nats)"),
+PANELS = (("proxy", "proxy reward (RM score)"), ("gold", "gold reward"), ("kl", "KL to reference (nats)"),
           ("clip_fraction", "clip fraction"), ("entropy", "entropy (nats / token)"),
           ("response_length", "response length (tokens)"))
 # what -> (last_batch key, colour map, unit, what a negative value means, what a positive value means)
@@ -93,13 +93,16 @@ class Playground:
     overlays every kept run, the current samples and their tokens coloured by KL or advantage.
 
     base_config: the PPOConfig the sliders start from and every other field is taken from (default: the
-    workspace preset's). trainer_factory(ws, config) -> trainer: default `PPOTrainer.from_workspace`.
+    workspace preset's). losses: the `PPOLosses` every run trains with (default: the kit's; lab 04 passes the
+    learner's own). trainer_factory(ws, config, losses) -> trainer: default `PPOTrainer.from_workspace`.
     """
 
-    def __init__(self, ws, base_config: PPOConfig | None = None, trainer_factory: Callable | None = None):
+    def __init__(self, ws, base_config: PPOConfig | None = None, trainer_factory: Callable | None = None,
+                 losses: PPOLosses | None = None):
         self.ws = ws
         self.base_config = base_config or PPOConfig.from_preset(ws.preset, ws.seed)
         self.trainer_factory = trainer_factory or PPOTrainer.from_workspace
+        self.losses = losses or PPOLosses()
         self.runs: list[Run] = []          # kept runs, oldest first (the running one included)
         self.trainer = None                # the latest run's trainer (its policy, last_batch, evaluate())
         self._stop = threading.Event()
@@ -239,9 +242,11 @@ class Playground:
         steps = run.config.steps
         self.progress.max, self.progress.value = steps, 0
         try:
-            self._say(f"Run {html.escape(run.label)}: building a fresh trainer from the SFT policy...")
+            code = ", ".join(f"{name}: {who}" for name, who in self.losses.whose().items())
+            self._say(f"Run {html.escape(run.label)}: building a fresh trainer from the SFT policy (running "
+                      f"{html.escape(code)})...")
             self.trainer = None                       # let the previous run's models go before loading new ones
-            self.trainer = self.trainer_factory(self.ws, run.config)
+            self.trainer = self.trainer_factory(self.ws, run.config, losses=self.losses)
             self.runs.append(run)
             started = time.perf_counter()
             while len(run.history) < steps and not self._stop.is_set():
@@ -278,7 +283,7 @@ class Playground:
         stats, done = run.history[-1], len(run.history)
         self.progress.value = done
         self._say(f"Run {html.escape(run.label)}: step {done}/{run.config.steps} · {seconds / done:.1f} s/step · "
-                  f"score {stats['score']:+.2f} · gold {stats['gold']:+.2f} · KL {stats['kl']:.2f} nats · "
+                  f"proxy {stats['proxy']:+.2f} · gold {stats['gold']:+.2f} · KL {stats['kl']:.2f} nats · "
                   f"beta {stats['beta']:.3g}")
         self._draw()
         self.samples.value = self.sample_table().data
@@ -328,12 +333,12 @@ class Playground:
         return figure
 
     def sample_table(self, n: int = 4) -> HTML:
-        """The current batch's first `n` samples: # (the row for token_view) | instruction | response | score |
+        """The current batch's first `n` samples: # (the row for token_view) | instruction | response | proxy |
         gold."""
         rows = self.trainer.last_batch[:n] if self.trainer is not None else []
-        return _table(["#", "instruction", "response", "score", "gold"],
+        return _table(["#", "instruction", "response", "proxy", "gold"],
                       [[str(i), html.escape(_instruction(r["prompt"])), html.escape(r["response"]),
-                        f"{r['score']:+.2f}", f"{r['gold']:+.2f}"] for i, r in enumerate(rows)])
+                        f"{r['proxy']:+.2f}", f"{r['gold']:+.2f}"] for i, r in enumerate(rows)])
 
     def token_view(self, row: int | None = None, what: str = "kl") -> HTML:
         """One sampled response of the last batch, each token coloured by its per-token KL (log pi - log pi_ref,
@@ -367,7 +372,7 @@ class Playground:
                   f"Hover a token for its value.</div>")
         r = batch[row]
         head = (f"<div><b>#{row}</b> {html.escape(_instruction(r['prompt']))} "
-                f"<small>(score {r['score']:+.2f}, gold {r['gold']:+.2f}, {what} sum "
+                f"<small>(proxy {r['proxy']:+.2f}, gold {r['gold']:+.2f}, {what} sum "
                 f"{sum(r[key]):+.3f})</small></div>")
         return HTML(f"{head}<div style='white-space:pre-wrap;font-family:monospace;line-height:1.7'>"
                     f"{''.join(spans)}</div>{legend}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import torch
 from matplotlib.figure import Figure
@@ -62,5 +63,31 @@ def probe_plot(rows: list[dict], title: str = "reward model vs gold, by kind of 
     ax.set_xticks(list(x), kinds, fontsize=8)
     ax.set(title=title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return Plot(fig)
+
+
+def overoptimisation_plot(sweep: list[dict], bon: list[dict] | None = None,
+                          title: str = "optimising the proxy: reward model vs gold") -> Plot:
+    """Proxy (left) and gold reward (right) against sqrt(KL from the SFT policy), one line per beta of the
+    sweep (dots at its checkpoints) and best-of-n on the same axes (dashed, labelled by n)."""
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
+    betas = list(dict.fromkeys(row["beta"] for row in sweep))
+    colours = [f"C{i}" for i in range(len(betas))]
+    for ax, key, name in zip(axes, ("proxy", "gold"), ("proxy: reward-model score (normalised)", "gold reward")):
+        for beta, colour in zip(betas, colours):
+            run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
+            ax.plot([math.sqrt(max(row["kl"], 0.0)) for row in run], [row[key] for row in run], "o-",
+                    color=colour, label=f"PPO beta = {beta:g}")
+        if bon:
+            ax.plot([math.sqrt(row["kl"]) for row in bon], [row[key] for row in bon], "s--", color="black",
+                    label="best-of-n")
+            for row in bon:
+                ax.annotate(f"n={row['n']}", (math.sqrt(row["kl"]), row[key]), textcoords="offset points",
+                            xytext=(3, -11), fontsize=7, color="#444")
+        ax.set(xlabel="sqrt(KL from SFT)  [sqrt(nats)]", ylabel=name, title=name.split(":")[0])
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return Plot(fig)

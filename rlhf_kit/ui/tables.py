@@ -46,5 +46,5 @@ def side_by_side(results: dict[str, dict], n: int = 5) -> HTML:
 def summary_table(results: dict[str, dict]) -> HTML:
     """model | mean gold reward | format-following rate."""
     return _table(["model", "mean gold reward", "follows the format"],
-                  [[html.escape(name), f"{r['gold_reward']:+.2f}", f"{r['format_rate']:.0%}"]
+                  [[html.escape(name), f"{r['gold']:+.2f}", f"{r['format_rate']:.0%}"]
                    for name, r in results.items()])
