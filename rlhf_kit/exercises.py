@@ -768,10 +768,6 @@ EXERCISES: dict[str, Exercise] = {
 }
 
 
-def reference(name: str) -> Callable:
-    return _exercise(name).reference
-
-
 def _exercise(name: str) -> Exercise:
     if name not in EXERCISES:
         raise KeyError(f"No exercise called {name!r}. Known exercises: {', '.join(EXERCISES)}.")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_kit import losses
-from rlhf_kit.exercises import EXERCISES, check, reference, verify
+from rlhf_kit.exercises import EXERCISES, check, verify
 
 
 def test_reference_passes():
@@ -104,7 +104,7 @@ def test_check_returns_own_function_or_reference(capsys):
     def stub(logits, input_ids, response_mask):
         raise NotImplementedError
 
-    assert check("sft_loss", stub) is reference("sft_loss")
+    assert check("sft_loss", stub) is EXERCISES["sft_loss"].reference
     out = capsys.readouterr().out
     assert "not implemented" in out and "Using the reference implementation" in out
 
@@ -133,7 +133,7 @@ def test_the_learner_and_the_reference_never_share_an_input(monkeypatch, name):
             return fn(**kwargs)
         return wrapped
 
-    right = reference(name)
+    right = EXERCISES[name].reference
     monkeypatch.setattr(EXERCISES[name], "reference", spy("reference", right))
     assert verify(name, spy("learner", right))[0]
     assert len(seen["learner"]) == len(seen["reference"]) == len(EXERCISES[name].cases)
