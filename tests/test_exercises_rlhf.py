@@ -347,12 +347,11 @@ def test_fixed_worked_examples_agree_with_the_references():
     checked = 0
     for name in RLHF_EXERCISES:
         exercise = EXERCISES[name]
-        for make_case in exercise.cases:
-            case = make_case()
-            if "_expected" in case:
-                got = exercise.reference(**{k: v for k, v in case.items() if not k.startswith("_")})
+        for case in exercise.cases:
+            if case.expected is not None:
+                got = exercise.reference(**case.kwargs)
                 got = exercise.compare(got) if exercise.compare else got
-                torch.testing.assert_close(got, case["_expected"], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(got, case.expected, atol=1e-5, rtol=1e-5)
                 checked += 1
     assert checked >= 4
 

@@ -18,21 +18,28 @@ from typing import Callable
 import torch
 
 
+@dataclass(frozen=True)
+class Case:
+    """One test vector. Built once; every call gets its own deep copy of `kwargs`."""
+    kwargs: dict                    # the keyword arguments of the exercise's function
+    what: str                       # describes it in messages: "test case 2 (<what>)"
+    expected: object = None         # a fixed value (e.g. from a worked example) that the compared output must
+    #                                 equal, instead of the reference's
+
+
 @dataclass
 class Mistake:
     hint: str                       # what the learner is told
     impl: Callable | None = None    # a model of the wrong implementation, same signature as the reference
     # Or/and a rule: detect(case, got) -> True when the learner's (wrong) output on this case shows the mistake,
     # for mistakes with many spellings (e.g. any mismatch on a huge-margin case is an instability).
-    detect: Callable[[dict, object], bool] | None = None
+    detect: Callable[[Case, object], bool] | None = None
 
 
 @dataclass
 class Exercise:
     reference: Callable
-    cases: list[Callable[[], dict]]  # each returns keyword arguments for one test vector, with "_what" describing it,
-    #                                  and optionally "_expected": a fixed value (e.g. from a worked example) that
-    #                                  the compared output must equal, instead of the reference's
+    cases: list[Case]
     mistakes: list[Mistake] = field(default_factory=list)
     scalar: bool = False             # the (compared) output must be a 0-dim tensor
     atol: float = 1e-5
@@ -57,10 +64,10 @@ def close(a, b, atol: float) -> bool:
     return bool(torch.allclose(a.double(), b.detach().double(), atol=atol, rtol=1e-4, equal_nan=False))
 
 
-def _inputs(case: dict) -> dict:
-    """A fresh deep copy of the case's arguments (its keys without a leading "_"): every call, the learner's,
-    the reference's and each mistake model's, gets its own, so none of them sees what another changed."""
-    return copy.deepcopy({k: v for k, v in case.items() if not k.startswith("_")})
+def _inputs(case: Case) -> dict:
+    """A fresh deep copy of the case's arguments: every call, the learner's, the reference's and each mistake
+    model's, gets its own, so none of them sees what another changed (nor changes the case)."""
+    return copy.deepcopy(case.kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ test-vector helpers
@@ -115,10 +122,10 @@ def _same_value(a, b) -> bool:
         return False
 
 
-def _changed_input(given: dict, case: dict) -> str | None:
-    """The name of the first argument the learner's function changed in place (compared with a fresh copy of
-    the case), or None."""
-    for name, before in _inputs(case).items():
+def _changed_input(given: dict, case: Case) -> str | None:
+    """The name of the first argument the learner's function changed in place (compared with the case), or
+    None."""
+    for name, before in case.kwargs.items():
         if not _same_value(before, given[name]):
             return name
     return None
@@ -214,9 +221,8 @@ def verify(name: str, exercise: Exercise, fn: Callable, time_limit: float) -> tu
     """
     if not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
-    for number, make_case in enumerate(exercise.cases, start=1):
-        case = make_case()
-        where = f"test case {number} ({case['_what']})"
+    for number, case in enumerate(exercise.cases, start=1):
+        where = f"test case {number} ({case.what})"
         given = _inputs(case)
         try:
             got = _call(fn, time_limit, **given)
@@ -243,7 +249,7 @@ def verify(name: str, exercise: Exercise, fn: Callable, time_limit: float) -> tu
         if exercise.scalar and isinstance(compared, torch.Tensor) and compared.dim() != 0:
             return False, (f"{name} should return a single number (a 0-dim tensor); yours has shape "
                            f"{tuple(compared.shape)} on {where}. Did you forget to reduce with .sum() / .mean()?")
-        expected = case["_expected"] if "_expected" in case else _compared(exercise, full_expected)
+        expected = _compared(exercise, full_expected) if case.expected is None else case.expected
         if _matches(exercise, expected, compared):
             problem = exercise.extra(got, full_expected) if exercise.extra else None
             if problem:
@@ -273,7 +279,7 @@ def _compared(exercise: Exercise, output):
     return exercise.compare(output) if exercise.compare else output
 
 
-def _shows(mistake: Mistake, exercise: Exercise, case: dict, compared) -> bool:
+def _shows(mistake: Mistake, exercise: Exercise, case: Case, compared) -> bool:
     """Does the learner's (wrong) output on `case` look like `mistake`?"""
     if mistake.detect is not None and mistake.detect(case, compared):
         return True

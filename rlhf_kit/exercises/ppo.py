@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import losses
-from .checking import Exercise, Mistake, close, raises_value_error, randn, right_mask, show
+from .checking import Case, Exercise, Mistake, close, raises_value_error, randn, right_mask, show
 
 
 def _last(mask):
@@ -17,19 +17,16 @@ def _mmean(x, mask):
 
 
 # ------------------------------------------------------------------------------------------------ kl_penalized_rewards
-def _kl_case(lengths, response_len, beta, estimator, seed):
-    def make() -> dict:
-        g = torch.Generator().manual_seed(seed)
-        batch = len(lengths)
-        logprobs = -(0.1 + 3 * torch.rand(batch, response_len, generator=g))
-        case = {"scores": randn(g, batch, scale=2.0), "logprobs": logprobs,
-                "ref_logprobs": logprobs + randn(g, batch, response_len, scale=0.5),
-                "mask": right_mask(lengths, response_len), "beta": beta,
-                "_what": f"{estimator or 'default (k1)'} estimator, beta={beta}, response lengths {lengths}"}
-        if estimator is not None:
-            case["estimator"] = estimator
-        return case
-    return make
+def _kl_case(lengths, response_len, beta, estimator, seed) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    batch = len(lengths)
+    logprobs = -(0.1 + 3 * torch.rand(batch, response_len, generator=g))
+    kwargs = {"scores": randn(g, batch, scale=2.0), "logprobs": logprobs,
+              "ref_logprobs": logprobs + randn(g, batch, response_len, scale=0.5),
+              "mask": right_mask(lengths, response_len), "beta": beta}
+    if estimator is not None:
+        kwargs["estimator"] = estimator
+    return Case(kwargs, f"{estimator or 'default (k1)'} estimator, beta={beta}, response lengths {lengths}")
 
 
 def _kl_est(logprobs, ref_logprobs, estimator):
@@ -120,16 +117,12 @@ KL_PENALIZED_REWARDS = Exercise(
 
 
 # ------------------------------------------------------------------------------------------------ gae
-def _gae_case(lengths, T, seed, **params):
-    def make() -> dict:
-        g = torch.Generator().manual_seed(seed)
-        mask = right_mask(lengths, T)
-        case = {"rewards": randn(g, len(lengths), T) * mask, "values": randn(g, len(lengths), T),
-                "mask": mask, "_what": f"response lengths {lengths} of {T}"
-                + (f", {', '.join(f'{k}={v}' for k, v in params.items())}" if params else ", default gamma and lam")}
-        case.update(params)
-        return case
-    return make
+def _gae_case(lengths, T, seed, **params) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    mask = right_mask(lengths, T)
+    kwargs = {"rewards": randn(g, len(lengths), T) * mask, "values": randn(g, len(lengths), T), "mask": mask}
+    settings = ", ".join(f"{k}={v}" for k, v in params.items()) if params else "default gamma and lam"
+    return Case({**kwargs, **params}, f"response lengths {lengths} of {T}, {settings}")
 
 
 def _gae_model(rewards, values, mask, gamma, lam, *, bootstrap_past_end=False, forward=False, mask_inside=True,
@@ -194,23 +187,19 @@ GAE = Exercise(
 
 
 # ------------------------------------------------------------------------------------------------ ppo_policy_loss
-def _ppo_worked_case(p_new, p_old, advantage, expected, what):
-    def make() -> dict:
-        return {"logprobs": torch.tensor([[p_new]]).log(), "old_logprobs": torch.tensor([[p_old]]).log(),
-                "advantages": torch.tensor([[advantage]]), "mask": torch.tensor([[1]]), "clip_eps": 0.2,
-                "_expected": torch.tensor(expected), "_what": what}
-    return make
+def _ppo_worked_case(p_new, p_old, advantage, expected, what) -> Case:
+    return Case({"logprobs": torch.tensor([[p_new]]).log(), "old_logprobs": torch.tensor([[p_old]]).log(),
+                 "advantages": torch.tensor([[advantage]]), "mask": torch.tensor([[1]]), "clip_eps": 0.2},
+                what, expected=torch.tensor(expected))
 
 
-def _ppo_random_case(lengths, T, clip_eps, seed):
-    def make() -> dict:
-        g = torch.Generator().manual_seed(seed)
-        batch = len(lengths)
-        old = -(0.1 + 3 * torch.rand(batch, T, generator=g))
-        return {"logprobs": old + randn(g, batch, T, scale=0.3), "old_logprobs": old,
-                "advantages": randn(g, batch, T), "mask": right_mask(lengths, T), "clip_eps": clip_eps,
-                "_what": f"response lengths {lengths} of {T}, clip_eps={clip_eps}"}
-    return make
+def _ppo_random_case(lengths, T, clip_eps, seed) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    batch = len(lengths)
+    old = -(0.1 + 3 * torch.rand(batch, T, generator=g))
+    return Case({"logprobs": old + randn(g, batch, T, scale=0.3), "old_logprobs": old,
+                 "advantages": randn(g, batch, T), "mask": right_mask(lengths, T), "clip_eps": clip_eps},
+                f"response lengths {lengths} of {T}, clip_eps={clip_eps}")
 
 
 def _ppo_mistake(ratio_fn=lambda new, old: (new - old).exp(), combine=torch.min, clip_advantage=False,
@@ -310,22 +299,20 @@ PPO_POLICY_LOSS = Exercise(
 
 
 # ------------------------------------------------------------------------------------------------ value_loss
-def _value_case(lengths, T, clip_eps, seed):
-    def make() -> dict:
-        g = torch.Generator().manual_seed(seed)
-        batch = len(lengths)
-        old = randn(g, batch, T)
-        return {"values": old + randn(g, batch, T, scale=0.4), "old_values": old,
-                "returns": old + randn(g, batch, T), "mask": right_mask(lengths, T), "clip_eps": clip_eps,
-                "_what": f"response lengths {lengths} of {T}, clip_eps={clip_eps}"}
-    return make
+def _value_case(lengths, T, clip_eps, seed) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    batch = len(lengths)
+    old = randn(g, batch, T)
+    return Case({"values": old + randn(g, batch, T, scale=0.4), "old_values": old,
+                 "returns": old + randn(g, batch, T), "mask": right_mask(lengths, T), "clip_eps": clip_eps},
+                f"response lengths {lengths} of {T}, clip_eps={clip_eps}")
 
 
-def _value_worked_case() -> dict:
-    # old 0, new 1, target 1, eps 0.2: unclipped error 0, clipped value 0.2 -> error 0.64; max 0.64; loss 0.32.
-    return {"values": torch.tensor([[1.0]]), "old_values": torch.tensor([[0.0]]), "returns": torch.tensor([[1.0]]),
-            "mask": torch.tensor([[1]]), "clip_eps": 0.2, "_expected": torch.tensor(0.32),
-            "_what": "one token: old value 0, new 1, return 1, eps 0.2 -> 0.5 * max(0, 0.64) = 0.32"}
+# old 0, new 1, target 1, eps 0.2: unclipped error 0, clipped value 0.2 -> error 0.64; max 0.64; loss 0.32.
+_VALUE_WORKED_CASE = Case(
+    {"values": torch.tensor([[1.0]]), "old_values": torch.tensor([[0.0]]), "returns": torch.tensor([[1.0]]),
+     "mask": torch.tensor([[1]]), "clip_eps": 0.2},
+    "one token: old value 0, new 1, return 1, eps 0.2 -> 0.5 * max(0, 0.64) = 0.32", expected=torch.tensor(0.32))
 
 
 def _value_mistake(combine=torch.max, clip=True, half=0.5, reduce=_mmean):
@@ -356,7 +343,7 @@ _VALUE_MISTAKES = [
 
 _VALUE_CASES = [
     _value_case([6, 4, 2], 6, clip_eps=0.2, seed=0),
-    _value_worked_case,
+    _VALUE_WORKED_CASE,
     _value_case([3, 5], 5, clip_eps=0.5, seed=1),
 ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import preferences
-from .checking import Exercise, Mistake
+from .checking import Case, Exercise, Mistake
 
 
 RANKINGS = [
@@ -11,12 +11,6 @@ RANKINGS = [
     ("Write a negative review of a horror film about a robot.", ["Awful.", "Weak.", "Meh.", "Good!"]),
     ("Write a positive review of a drama about a chef.", ["Moving.", "Nice."]),
 ]
-
-
-def _ranking_case(prompt, ranked):
-    def make() -> dict:
-        return {"prompt": prompt, "ranked": list(ranked), "_what": f"a ranking of {len(ranked)} responses"}
-    return make
 
 
 def _pair_keys(pairs) -> list[tuple] | None:
@@ -79,7 +73,7 @@ def _missing_and_extra(expected, got) -> str:
 
 RANKING_TO_PAIRS = Exercise(
     reference=preferences.ranking_to_pairs,
-    cases=[_ranking_case(p, r) for p, r in RANKINGS],
+    cases=[Case({"prompt": p, "ranked": r}, f"a ranking of {len(r)} responses") for p, r in RANKINGS],
     mistakes=_RANKING_MISTAKES,
     same=_same_pairs,
     mismatch=_missing_and_extra,

@@ -5,21 +5,19 @@ from __future__ import annotations
 import torch
 
 from .. import losses
-from .checking import Exercise, Mistake
+from .checking import Case, Exercise, Mistake
 
 
-def _sft_case(batch, seq_len, vocab, prompt_lens, response_lens, seed):
-    def make() -> dict:
-        g = torch.Generator().manual_seed(seed)
-        logits = torch.randn(batch, seq_len, vocab, generator=g) * 2.0
-        input_ids = torch.randint(0, vocab, (batch, seq_len), generator=g)
-        mask = torch.zeros(batch, seq_len, dtype=torch.long)
-        for row, (p, r) in enumerate(zip(prompt_lens, response_lens)):
-            mask[row, p : p + r] = 1
-            input_ids[row, p + r:] = vocab - 1          # padding
-        return {"logits": logits, "input_ids": input_ids, "response_mask": mask,
-                "_what": f"batch={batch}, prompt lengths {prompt_lens}, response lengths {response_lens}"}
-    return make
+def _sft_case(batch, seq_len, vocab, prompt_lens, response_lens, seed) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, seq_len, vocab, generator=g) * 2.0
+    input_ids = torch.randint(0, vocab, (batch, seq_len), generator=g)
+    mask = torch.zeros(batch, seq_len, dtype=torch.long)
+    for row, (p, r) in enumerate(zip(prompt_lens, response_lens)):
+        mask[row, p : p + r] = 1
+        input_ids[row, p + r:] = vocab - 1          # padding
+    return Case({"logits": logits, "input_ids": input_ids, "response_mask": mask},
+                f"batch={batch}, prompt lengths {prompt_lens}, response lengths {response_lens}")
 
 
 def _sft_token_nll(logits, input_ids):
