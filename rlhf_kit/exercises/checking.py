@@ -86,17 +86,20 @@ def left_mask(lengths, seq_len):
 
 
 
-def raises_value_error(fn, kwargs: dict, what: str, why: str) -> str | None:
-    """A property check: `fn(**kwargs)` must raise ValueError."""
-    try:
-        fn(**kwargs)
-    except ValueError:
-        return None
-    except NotImplementedError:
+def must_reject(kwargs: dict, what: str, why: str) -> Callable[[Callable], str | None]:
+    """A property check: `fn(**kwargs)` (a fresh copy each time) must raise ValueError. `what` names the bad
+    argument, `why` says why it is bad."""
+    def prop(fn: Callable) -> str | None:
+        try:
+            fn(**copy.deepcopy(kwargs))
+        except ValueError:
+            return None
+        except NotImplementedError:
+            return f"it does not reject {what}: raise ValueError ({why})."
+        except Exception as error:  # noqa: BLE001
+            return f"for {what} it raised {type(error).__name__} ({error}); raise ValueError instead ({why})."
         return f"it does not reject {what}: raise ValueError ({why})."
-    except Exception as error:  # noqa: BLE001
-        return f"for {what} it raised {type(error).__name__} ({error}); raise ValueError instead ({why})."
-    return f"it does not reject {what}: raise ValueError ({why})."
+    return prop
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import losses
-from .checking import Case, Exercise, Mistake, close, raises_value_error, randn, right_mask, show
+from .checking import Case, Exercise, Mistake, close, must_reject, randn, right_mask, show
 
 
 def _last(mask):
@@ -88,18 +88,13 @@ _KL_MISTAKES = [
 ]
 
 
-def _kl_small_kwargs(**changes) -> dict:
-    kwargs = {"scores": torch.tensor([1.0]), "logprobs": torch.tensor([[-1.0, -2.0]]),
-              "ref_logprobs": torch.tensor([[-1.5, -1.0]]), "mask": torch.tensor([[1, 1]]), "beta": 0.1}
-    kwargs.update(changes)
-    return kwargs
-
+_KL_VALID_ARGS = {"scores": torch.tensor([1.0]), "logprobs": torch.tensor([[-1.0, -2.0]]),
+                  "ref_logprobs": torch.tensor([[-1.5, -1.0]]), "mask": torch.tensor([[1, 1]]), "beta": 0.1}
 
 _KL_PROPERTIES = [
-    lambda fn: raises_value_error(fn, _kl_small_kwargs(beta=-0.1), "beta = -0.1",
-                                   "beta must be >= 0: a negative coefficient would reward drifting from the reference"),
-    lambda fn: raises_value_error(fn, _kl_small_kwargs(estimator="k2"), "estimator='k2'",
-                                   "only 'k1' and 'k3' are known"),
+    must_reject({**_KL_VALID_ARGS, "beta": -0.1}, "beta = -0.1",
+                "beta must be >= 0: a negative coefficient would reward drifting from the reference"),
+    must_reject({**_KL_VALID_ARGS, "estimator": "k2"}, "estimator='k2'", "only 'k1' and 'k3' are known"),
 ]
 
 _KL_CASES = [
@@ -268,11 +263,8 @@ def _ppo_stats_problem(got, expected) -> str | None:
     return None
 
 
-def _ppo_small_kwargs(**changes) -> dict:
-    kwargs = {"logprobs": torch.tensor([[-1.0, -2.0]]), "old_logprobs": torch.tensor([[-1.1, -1.8]]),
-              "advantages": torch.tensor([[1.0, -1.0]]), "mask": torch.tensor([[1, 1]]), "clip_eps": 0.2}
-    kwargs.update(changes)
-    return kwargs
+_PPO_VALID_ARGS = {"logprobs": torch.tensor([[-1.0, -2.0]]), "old_logprobs": torch.tensor([[-1.1, -1.8]]),
+                   "advantages": torch.tensor([[1.0, -1.0]]), "mask": torch.tensor([[1, 1]]), "clip_eps": 0.2}
 
 
 _PPO_CASES = [
@@ -293,8 +285,7 @@ PPO_POLICY_LOSS = Exercise(
     outputs=("loss", "stats"),
     compare=lambda output: output[0],
     extra=_ppo_stats_problem,
-    properties=[lambda fn: raises_value_error(fn, _ppo_small_kwargs(clip_eps=0.0), "clip_eps = 0",
-                                               "clip_eps must be > 0")],
+    properties=[must_reject({**_PPO_VALID_ARGS, "clip_eps": 0.0}, "clip_eps = 0", "clip_eps must be > 0")],
 )
 
 
@@ -347,18 +338,11 @@ _VALUE_CASES = [
     _value_case([3, 5], 5, clip_eps=0.5, seed=1),
 ]
 
-
-def _value_small_kwargs(**changes) -> dict:
-    kwargs = {"values": torch.tensor([[1.0]]), "old_values": torch.tensor([[0.0]]), "returns": torch.tensor([[1.0]]),
-              "mask": torch.tensor([[1]]), "clip_eps": 0.2}
-    kwargs.update(changes)
-    return kwargs
-
 VALUE_LOSS = Exercise(
     reference=losses.value_loss,
     cases=_VALUE_CASES,
     mistakes=_VALUE_MISTAKES,
     scalar=True,
-    properties=[lambda fn: raises_value_error(fn, _value_small_kwargs(clip_eps=-0.1), "clip_eps = -0.1",
-                                               "clip_eps must be > 0")],
+    properties=[must_reject({**_VALUE_WORKED_CASE.kwargs, "clip_eps": -0.1}, "clip_eps = -0.1",
+                            "clip_eps must be > 0")],
 )
