@@ -57,6 +57,7 @@ class Exercise:
 
 
 def close(a, b, atol: float) -> bool:
+    """`b` matches `a`: same shape and values within atol (rtol 1e-4), tuples and lists part by part."""
     if isinstance(a, (tuple, list)):
         return isinstance(b, (tuple, list)) and len(a) == len(b) and all(close(x, y, atol) for x, y in zip(a, b))
     if not isinstance(b, torch.Tensor) or a.shape != b.shape:
@@ -85,7 +86,6 @@ def left_mask(lengths, seq_len):
     return (torch.arange(seq_len)[None, :] >= seq_len - torch.tensor(lengths)[:, None]).long()
 
 
-
 def must_reject(kwargs: dict, what: str, why: str) -> Callable[[Callable], str | None]:
     """A property check: `fn(**kwargs)` (a fresh copy each time) must raise ValueError. `what` names the bad
     argument, `why` says why it is bad."""
@@ -100,7 +100,6 @@ def must_reject(kwargs: dict, what: str, why: str) -> Callable[[Callable], str |
             return f"for {what} it raised {type(error).__name__} ({error}); raise ValueError instead ({why})."
         return f"it does not reject {what}: raise ValueError ({why})."
     return prop
-
 
 
 # ------------------------------------------------------------------------------ in-place changes, time limit
@@ -225,53 +224,75 @@ def verify(name: str, exercise: Exercise, fn: Callable, time_limit: float) -> tu
     if not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     for number, case in enumerate(exercise.cases, start=1):
-        where = f"test case {number} ({case.what})"
-        given = _inputs(case)
-        try:
-            got = _call(fn, time_limit, **given)
-        except NotImplementedError:
-            return False, f"{name} is not implemented yet."
-        except _TooSlow as slow:
-            return False, _too_slow_message(name, where, time_limit, slow)
-        except Exception as error:  # the learner's code may fail in any way; report it, do not crash the lab
-            return False, f"{name} raised {type(error).__name__}: {error} on {where}."
-        changed = _changed_input(given, case)
-        if changed:
-            return False, _in_place_message(name, where, changed, given[changed])
-        full_expected = exercise.reference(**_inputs(case))
-        if exercise.outputs:
-            if not isinstance(got, (tuple, list)) or len(got) != len(exercise.outputs):
-                return False, (f"{name} should return a tuple ({', '.join(exercise.outputs)}); it returned "
-                               f"{show(got)} on {where}.")
-        elif exercise.same is None and not isinstance(got, (torch.Tensor, tuple, list)):
-            return False, f"{name} should return a torch tensor; it returned {type(got).__name__} on {where}."
-        compared = _compared(exercise, got)
-        if exercise.outputs and not isinstance(compared, (torch.Tensor, tuple, list)):
-            return False, (f"{name}'s {exercise.outputs[0]} should be a torch tensor; it is "
-                           f"{type(compared).__name__} on {where}.")
-        if exercise.scalar and isinstance(compared, torch.Tensor) and compared.dim() != 0:
-            return False, (f"{name} should return a single number (a 0-dim tensor); yours has shape "
-                           f"{tuple(compared.shape)} on {where}. Did you forget to reduce with .sum() / .mean()?")
-        expected = _compared(exercise, full_expected) if case.expected is None else case.expected
-        if _matches(exercise, expected, compared):
-            problem = exercise.extra(got, full_expected) if exercise.extra else None
-            if problem:
-                return False, f"{name} is wrong on {where}: {problem}"
-            continue
-        for mistake in exercise.mistakes:
-            if _shows(mistake, exercise, case, compared):
-                return False, f"{name} is wrong on {where}. {mistake.hint}"
-        return False, f"{name} is wrong on {where}: {_mismatch(expected, compared, exercise)}."
+        problem = _check_case(name, exercise, fn, case, f"test case {number} ({case.what})", time_limit)
+        if problem:
+            return False, problem
+    problem = _check_properties(name, exercise, fn, time_limit)
+    if problem:
+        return False, problem
+    return True, f"{name} passed all {len(exercise.cases) + len(exercise.properties)} checks."
+
+
+def _check_case(name: str, exercise: Exercise, fn: Callable, case: Case, where: str,
+                time_limit: float) -> str | None:
+    """What is wrong with `fn` on one test vector (`where` names it), or None."""
+    given = _inputs(case)
+    try:
+        got = _call(fn, time_limit, **given)
+    except NotImplementedError:
+        return f"{name} is not implemented yet."
+    except _TooSlow as slow:
+        return _too_slow_message(name, where, time_limit, slow)
+    except Exception as error:  # the learner's code may fail in any way; report it, do not crash the lab
+        return f"{name} raised {type(error).__name__}: {error} on {where}."
+    changed = _changed_input(given, case)
+    if changed:
+        return _in_place_message(name, where, changed, given[changed])
+    full_expected = exercise.reference(**_inputs(case))
+    problem = _form_problem(name, exercise, got, where)
+    if problem:
+        return problem
+    compared = _compared(exercise, got)
+    expected = _compared(exercise, full_expected) if case.expected is None else case.expected
+    if _matches(exercise, expected, compared):
+        problem = exercise.extra(got, full_expected) if exercise.extra else None
+        return f"{name} is wrong on {where}: {problem}" if problem else None
+    for mistake in exercise.mistakes:
+        if _shows(mistake, exercise, case, compared):
+            return f"{name} is wrong on {where}. {mistake.hint}"
+    return f"{name} is wrong on {where}: {_mismatch(expected, compared, exercise)}."
+
+
+def _form_problem(name: str, exercise: Exercise, got, where: str) -> str | None:
+    """What is wrong with the form of the output (a tuple of the right length, tensors, a 0-dim loss), or None."""
+    if exercise.outputs:
+        if not isinstance(got, (tuple, list)) or len(got) != len(exercise.outputs):
+            return (f"{name} should return a tuple ({', '.join(exercise.outputs)}); it returned "
+                    f"{show(got)} on {where}.")
+    elif exercise.same is None and not isinstance(got, (torch.Tensor, tuple, list)):
+        return f"{name} should return a torch tensor; it returned {type(got).__name__} on {where}."
+    compared = _compared(exercise, got)
+    if exercise.outputs and not isinstance(compared, (torch.Tensor, tuple, list)):
+        return (f"{name}'s {exercise.outputs[0]} should be a torch tensor; it is "
+                f"{type(compared).__name__} on {where}.")
+    if exercise.scalar and isinstance(compared, torch.Tensor) and compared.dim() != 0:
+        return (f"{name} should return a single number (a 0-dim tensor); yours has shape "
+                f"{tuple(compared.shape)} on {where}. Did you forget to reduce with .sum() / .mean()?")
+    return None
+
+
+def _check_properties(name: str, exercise: Exercise, fn: Callable, time_limit: float) -> str | None:
+    """What the first failing property check says about `fn` (a gradient, an argument check), or None."""
     for prop in exercise.properties:
         try:
             problem = prop(lambda *args, **kwargs: _call(fn, time_limit, *args, **kwargs))
         except _TooSlow as slow:
-            return False, _too_slow_message(name, where="a property check", limit=time_limit, slow=slow)
+            return _too_slow_message(name, where="a property check", limit=time_limit, slow=slow)
         except Exception as error:  # noqa: BLE001 - the learner's code, again
             problem = f"it raised {type(error).__name__}: {error}"
         if problem:
-            return False, f"{name} gives the right values but {problem}"
-    return True, f"{name} passed all {len(exercise.cases) + len(exercise.properties)} checks."
+            return f"{name} gives the right values but {problem}"
+    return None
 
 
 def _matches(exercise: Exercise, expected, got) -> bool:
@@ -301,8 +322,13 @@ def _mismatch(expected, got, exercise: Exercise) -> str:
         return exercise.mismatch(expected, got)
     if (exercise.outputs and exercise.compare is None and isinstance(got, (tuple, list))
             and len(got) == len(expected)):
-        return "; ".join(f"{part}: {_mismatch(e, g, Exercise(None, []))}"
+        return "; ".join(f"{part}: {_difference(e, g)}"
                          for part, e, g in zip(exercise.outputs, expected, got) if not close(e, g, exercise.atol))
+    return _difference(expected, got)
+
+
+def _difference(expected, got) -> str:
+    """Where a wrong output differs from the expected one: the largest difference in a big tensor, else both."""
     if (isinstance(got, torch.Tensor) and isinstance(expected, torch.Tensor) and got.shape == expected.shape
             and got.numel() > 8):
         difference = (got.detach().double() - expected.double()).abs().nan_to_num(math.inf)
@@ -313,6 +339,7 @@ def _mismatch(expected, got, exercise: Exercise) -> str:
 
 
 def show(value) -> str:
+    """A value as a message shows it: 6 decimals, small tensors in full, big ones by their shape."""
     if isinstance(value, torch.Tensor) and value.dim() == 0:
         return f"{value.item():.6f}"
     if isinstance(value, torch.Tensor):

@@ -9,10 +9,12 @@ from .checking import Case, Exercise, Mistake, close, must_reject, randn, right_
 
 
 def _last(mask):
+    """The index of the last 1 in each row of `mask`."""
     return (mask.long() * torch.arange(mask.shape[1])).argmax(1)
 
 
 def _mmean(x, mask):
+    """The mean of `x` over the positions where `mask` is 1."""
     return (x * mask).sum() / mask.sum()
 
 
