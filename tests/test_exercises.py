@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_kit import losses
-from rlhf_kit.exercises import EXERCISES, check, reference, verify
+from rlhf_kit.exercises import EXERCISES, check, verify
 
 
 def test_reference_passes():
@@ -104,7 +104,7 @@ def test_check_returns_own_function_or_reference(capsys):
     def stub(logits, input_ids, response_mask):
         raise NotImplementedError
 
-    assert check("sft_loss", stub) is reference("sft_loss")
+    assert check("sft_loss", stub) is EXERCISES["sft_loss"].reference
     out = capsys.readouterr().out
     assert "not implemented" in out and "Using the reference implementation" in out
 
@@ -122,6 +122,21 @@ def test_a_function_that_changes_its_input_in_place_fails_naming_it():
     assert "your function changed its input `logits` in place" in message and "logits.clone()" in message
 
 
+def test_the_cases_survive_a_function_that_changes_its_inputs():
+    """Cases are built once, at import: an in-place change reaches only the learner's own copy."""
+    logits = [case.kwargs["logits"].clone() for case in EXERCISES["sft_loss"].cases]
+
+    def zeroes_everything(logits, input_ids, response_mask):
+        logits.zero_()
+        response_mask.zero_()
+        return torch.tensor(0.0)
+
+    for _ in range(2):
+        assert not verify("sft_loss", zeroes_everything)[0]
+    assert all(torch.equal(a, case.kwargs["logits"]) for a, case in zip(logits, EXERCISES["sft_loss"].cases))
+    assert verify("sft_loss", losses.sft_loss)[0]
+
+
 @pytest.mark.parametrize("name", ["sft_loss", "ranking_to_pairs"])
 def test_the_learner_and_the_reference_never_share_an_input(monkeypatch, name):
     """Tensors and lists alike: each call gets its own deep copy (lists used to be handed to both as they were)."""
@@ -133,7 +148,7 @@ def test_the_learner_and_the_reference_never_share_an_input(monkeypatch, name):
             return fn(**kwargs)
         return wrapped
 
-    right = reference(name)
+    right = EXERCISES[name].reference
     monkeypatch.setattr(EXERCISES[name], "reference", spy("reference", right))
     assert verify(name, spy("learner", right))[0]
     assert len(seen["learner"]) == len(seen["reference"]) == len(EXERCISES[name].cases)

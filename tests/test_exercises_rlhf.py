@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_kit import losses
-from rlhf_kit.exercises import EXERCISES, check, reference, verify
+from rlhf_kit.exercises import EXERCISES, check, verify
 
 RLHF_EXERCISES = ["bradley_terry_loss", "rewards_at_last_token", "kl_penalized_rewards", "gae", "ppo_policy_loss",
                   "value_loss"]
@@ -347,12 +347,11 @@ def test_fixed_worked_examples_agree_with_the_references():
     checked = 0
     for name in RLHF_EXERCISES:
         exercise = EXERCISES[name]
-        for make_case in exercise.cases:
-            case = make_case()
-            if "_expected" in case:
-                got = exercise.reference(**{k: v for k, v in case.items() if not k.startswith("_")})
+        for case in exercise.cases:
+            if case.expected is not None:
+                got = exercise.reference(**case.kwargs)
                 got = exercise.compare(got) if exercise.compare else got
-                torch.testing.assert_close(got, case["_expected"], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(got, case.expected, atol=1e-5, rtol=1e-5)
                 checked += 1
     assert checked >= 4
 
@@ -463,6 +462,6 @@ def test_a_gae_that_changes_values_in_place_is_not_handed_to_ppo(fn):
     assert not ok and "your function changed its input `values` in place" in message, message
     out = io.StringIO()
     with redirect_stdout(out):
-        assert check("gae", fn) is reference("gae")   # PPO runs on the reference, and the verdict says so
+        assert check("gae", fn) is EXERCISES["gae"].reference   # PPO runs on the reference, and the verdict says so
     assert "❌" in out.getvalue() and "`values` in place" in out.getvalue()
     assert "Using the reference implementation of gae" in out.getvalue()

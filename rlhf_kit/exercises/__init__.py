@@ -1,0 +1,64 @@
+"""Exercise checkers: run a learner's function on test vectors, compare with the reference, name the mistake.
+
+    ok, message = verify("sft_loss", my_sft_loss)      # quiet: for tests and tools
+    sft_loss = check("sft_loss", my_sft_loss)          # notebook-facing: prints the verdict, returns a function
+
+`check` returns the learner's function when it passes and the reference implementation otherwise, saying so,
+so the rest of the lab still runs. When the answer is wrong the message names the likely mistake: each
+exercise carries a catalogue of typical wrong implementations, and the learner's output is matched against
+them on the same inputs.
+
+The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sft`,
+`ranking`, `reward`, `ppo`), with the references in `rlhf_kit.losses` and `rlhf_kit.preferences`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import checking, ppo, ranking, reward, sft
+from .checking import TIME_LIMIT, Exercise
+
+__all__ = ["EXERCISES", "check", "verify"]
+
+EXERCISES: dict[str, Exercise] = {
+    "sft_loss": sft.SFT_LOSS,
+    "bradley_terry_loss": reward.BRADLEY_TERRY_LOSS,
+    "rewards_at_last_token": reward.REWARDS_AT_LAST_TOKEN,
+    "kl_penalized_rewards": ppo.KL_PENALIZED_REWARDS,
+    "gae": ppo.GAE,
+    "ppo_policy_loss": ppo.PPO_POLICY_LOSS,
+    "ranking_to_pairs": ranking.RANKING_TO_PAIRS,
+    "value_loss": ppo.VALUE_LOSS,
+}
+
+
+def _exercise(name: str) -> Exercise:
+    if name not in EXERCISES:
+        raise KeyError(f"No exercise called {name!r}. Known exercises: {', '.join(EXERCISES)}.")
+    return EXERCISES[name]
+
+
+def verify(name: str, fn: Callable, time_limit: float = TIME_LIMIT) -> tuple[bool, str]:
+    """Check `fn` against the reference of exercise `name` on every test vector. Prints nothing.
+
+    Returns (True, summary) when every case matches, else (False, message naming the likely mistake).
+    A function that changes an input in place fails, naming the argument, even when its result is right.
+    Each call of `fn` may take `time_limit` seconds.
+    """
+    return checking.verify(name, _exercise(name), fn, time_limit)
+
+
+def check(name: str, fn: Callable, time_limit: float = TIME_LIMIT) -> Callable:
+    """Notebook-facing: print the verdict; return `fn` if it passes, else the reference (and say so).
+
+    The verdict is `verify`'s, so a function that changes its inputs in place or runs past the time limit is
+    reported as failing and the rest of the lab (PPO included) runs on the reference, never on it."""
+    ok, message = verify(name, fn, time_limit)
+    if ok:
+        print(f"✅ {message}")
+        return fn
+    print(f"❌ {message}")
+    print(f"   Using the reference implementation of {name} for the rest of this lab, so everything below "
+          f"still runs. Fix your function and re-run this cell to use your own.")
+    return _exercise(name).reference
