@@ -61,6 +61,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _chosen_rejected(decision: dict) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) of an A or B decision."""
+    a, b = decision["response_a"], decision["response_b"]
+    return (decision["prompt"], *((a, b) if decision["choice"] == "A" else (b, a)))
+
+
 # ---------------------------------------------------------------------------------------- the event log
 def _lock(fd: int, exclusive: bool) -> None:
     """Wait for an advisory lock on the open file `fd`, released when it is closed (or its process dies).
@@ -324,9 +330,8 @@ class PreferenceStore:
         rows = []
         for d in decisions:
             if d["choice"] in ("A", "B"):
-                a, b = d["response_a"], d["response_b"]
-                chosen, rejected = (a, b) if d["choice"] == "A" else (b, a)
-                rows.append({"prompt": d["prompt"], "chosen": chosen, "rejected": rejected,
+                prompt, chosen, rejected = _chosen_rejected(d)
+                rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
                              "annotator": d["annotator"], "pair_id": d["pair_id"]})
         columns = (*PAIR_FIELDS, "annotator", "pair_id")
         dataset = Dataset.from_dict({k: [r[k] for r in rows] for k in columns},
@@ -371,12 +376,6 @@ def _row_problem(row, label: str) -> str | None:
     if row["chosen"] == row["rejected"]:
         return f"{label}: 'chosen' and 'rejected' are the same text; a preference needs two different responses"
     return None
-
-
-def _chosen_rejected(decision: dict) -> tuple[str, str, str]:
-    """(prompt, chosen, rejected) of an A or B decision."""
-    a, b = decision["response_a"], decision["response_b"]
-    return (decision["prompt"], *((a, b) if decision["choice"] == "A" else (b, a)))
 
 
 def import_pairs(rows_or_path, store: PreferenceStore, annotator: str = "import") -> int:
