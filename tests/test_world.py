@@ -5,6 +5,7 @@ import statistics
 
 import pytest
 
+from rlhf_kit import grammar
 from rlhf_kit import world as W
 from rlhf_kit.world import (
     GENRES, SENTIMENTS, SUBJECTS, Attributes, SimulatedAnnotator, annotator_prob_a, build_world,
@@ -127,7 +128,7 @@ def test_vader_scores_the_sentiment_words():
     assert all(W.vader_compound(w) < 0 for w in W.NEGATIVE_WORDS), \
         [w for w in W.NEGATIVE_WORDS if W.vader_compound(w) >= 0]
     for sentiment, sign in (("positive", 1), ("negative", -1)):
-        assert all(sign * W.vader_compound(p) > 0 for p in W._PHRASES[sentiment])
+        assert all(sign * W.vader_compound(p) > 0 for p in grammar._PHRASES[sentiment])
     # the plot and aspect fillers are neutral
     assert [x for x in W.ACTIONS + W.ASPECTS + W.INTENSIFIERS if W.vader_compound(x) != 0] == []
 

@@ -1,0 +1,159 @@
+"""Pooling labellers' preference files and measuring how far they agree, with each other and with the gold reward.
+
+`merge` pools several `PreferenceStore` files into one list of decisions. On such a list `pairwise_agreement`,
+`cohens_kappa` / `kappa_between` and `majority_vote` compare labellers; `agreement_panel` compares one learner with
+the simulated labeller and the gold reward, and `gold_agreement` any labels (a majority vote, say) with the gold
+reward. The simulated labeller and the gold reward are passed in (those of `rlhf_kit.gold` in the labs).
+
+Like the label store, this module imports only the standard library (and `rlhf_kit.preferences` in `merge`);
+`rlhf_kit.preferences` re-exports its public names, which is where the labs import them from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+INSTRUCTGPT_AGREEMENT = 0.73   # how often InstructGPT's labellers agreed with each other (Ouyang et al. 2022)
+
+
+# ----------------------------------------------------------------------------------------------------- pooling
+def merge(paths) -> list[dict]:
+    """The effective decisions of several stores, one after the other (each keeps its annotator).
+
+    Agreement compares choices by pair_id, so a pair_id must name the same ordered (prompt, response_a,
+    response_b) everywhere: ValueError otherwise, and FileNotFoundError for a missing file.
+    """
+    from .preferences import PreferenceStore   # here, not at the top: preferences imports this module
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    pooled, pairs = [], {}
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no preference file at {path}")
+        for d in PreferenceStore(path).load():
+            pair = (d["prompt"], d["response_a"], d["response_b"])
+            first_pair, first_path = pairs.setdefault(d["pair_id"], (pair, path))
+            if pair != first_pair:
+                raise ValueError(f"pair_id {d['pair_id']!r} names different texts (or A and B swapped) in {path} "
+                                 f"and in {first_path}; give each ordered pair its own id with "
+                                 f"pair_id(prompt, response_a, response_b)")
+            pooled.append(d)
+    return pooled
+
+
+# ---------------------------------------------------------------------------------- agreement between labellers
+def _choices(decisions, annotator: str) -> dict[str, str]:
+    """pair_id -> `annotator`'s choice (a later decision on the same pair wins)."""
+    return {d["pair_id"]: d["choice"] for d in decisions if d["annotator"] == annotator}
+
+
+def pairwise_agreement(decisions, annotator_a: str, annotator_b: str) -> tuple[float, int]:
+    """(rate, n_shared): over the n_shared pairs both annotators labelled A or B (ties and skips left out), the
+    share on which they chose the same response; rate is nan when n_shared is 0."""
+    a, b = _choices(decisions, annotator_a), _choices(decisions, annotator_b)
+    shared = [p for p in a if p in b and a[p] in ("A", "B") and b[p] in ("A", "B")]
+    if not shared:
+        return math.nan, 0
+    return sum(a[p] == b[p] for p in shared) / len(shared), len(shared)
+
+
+def cohens_kappa(labels_a: list[str], labels_b: list[str]) -> float:
+    """Cohen's kappa, the agreement of two labellers corrected for chance:
+
+        kappa = (p_o - p_e) / (1 - p_e)
+        p_o = share of items given the same label;  p_e = sum over labels k of p_a(k) * p_b(k)
+
+    1 is perfect agreement, 0 what two labellers drawing independently from their own label frequencies get.
+    When p_e == 1 (both always give the same single label) kappa is 1.
+    """
+    if len(labels_a) != len(labels_b):
+        raise ValueError(f"cohens_kappa needs one label from each labeller per item; got {len(labels_a)} and "
+                         f"{len(labels_b)} labels")
+    if not labels_a:
+        raise ValueError("cohens_kappa needs at least one item; got empty label lists")
+    n = len(labels_a)
+    p_o = sum(x == y for x, y in zip(labels_a, labels_b)) / n
+    count_a, count_b = Counter(labels_a), Counter(labels_b)
+    p_e = sum(count_a[k] * count_b[k] for k in count_a) / n ** 2
+    if p_e == 1:
+        return 1.0
+    return (p_o - p_e) / (1 - p_e)
+
+
+def kappa_between(decisions, annotator_a: str, annotator_b: str) -> tuple[float, int]:
+    """(kappa, n_shared): `cohens_kappa` over the pairs both annotators labelled A, B or tie (skips are not
+    labels); kappa is nan when n_shared is 0."""
+    a, b = _choices(decisions, annotator_a), _choices(decisions, annotator_b)
+    shared = [p for p in a if p in b and a[p] != "skip" and b[p] != "skip"]
+    if not shared:
+        return math.nan, 0
+    return cohens_kappa([a[p] for p in shared], [b[p] for p in shared]), len(shared)
+
+
+def majority_vote(decisions) -> dict[str, str]:
+    """pair_id -> the label most annotators gave ("A", "B" or "tie"); "tie" too when the most votes are shared
+    by several labels. Each annotator votes once (their latest decision); skips do not vote, and a pair with
+    only skips is left out."""
+    votes = {}
+    for d in decisions:
+        votes.setdefault(d["pair_id"], {})[d["annotator"]] = d["choice"]
+    result = {}
+    for p, by_annotator in votes.items():
+        ranked = Counter(c for c in by_annotator.values() if c != "skip").most_common()
+        if ranked:
+            result[p] = "tie" if len(ranked) > 1 and ranked[1][1] == ranked[0][1] else ranked[0][0]
+    return result
+
+
+# ------------------------------------------------------------------- against the simulated labeller and the gold
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def agreement_panel(decisions, annotator: str, simulated, gold_fn) -> dict:
+    """How `annotator`'s A/B decisions compare with the simulated labeller and with the gold reward.
+
+        n                         the annotator's A/B decisions
+        agree_simulated           share where simulated.prefer(prompt, a, b) drew the same choice (one noisy draw)
+        agree_simulated_expected  mean of p if the annotator chose A else 1 - p, p = simulated.prob_a(prompt, a, b):
+                                  what that draw gives on average
+        agree_gold                share where the annotator chose the response with the higher gold_fn(prompt, .),
+                                  over the n_gold pairs whose gold rewards differ
+        instructgpt_reference     0.73: how often InstructGPT's labellers agreed with each other
+
+    Rates are nan when there is nothing to compare.
+    """
+    mine = {d["pair_id"]: d for d in decisions if d["annotator"] == annotator}
+    sim, expected, gold = [], [], []
+    for d in mine.values():
+        if d["choice"] not in ("A", "B"):
+            continue
+        prompt, a, b = d["prompt"], d["response_a"], d["response_b"]
+        sim.append(simulated.prefer(prompt, a, b) == d["choice"])
+        p = simulated.prob_a(prompt, a, b)
+        expected.append(p if d["choice"] == "A" else 1.0 - p)
+        gold_a, gold_b = gold_fn(prompt, a), gold_fn(prompt, b)
+        if gold_a != gold_b:
+            gold.append(("A" if gold_a > gold_b else "B") == d["choice"])
+    return {"n": len(sim), "agree_simulated": _mean(sim), "agree_simulated_expected": _mean(expected),
+            "agree_gold": _mean(gold), "n_gold": len(gold), "instructgpt_reference": INSTRUCTGPT_AGREEMENT}
+
+
+def gold_agreement(choices: dict[str, str], pairs, gold_fn) -> tuple[float, int]:
+    """(rate, n): over the pairs in `choices` (pair_id -> "A"/"B"/...) labelled A or B whose gold rewards differ,
+    the share where the label picks the response with the higher `gold_fn(prompt, response)`; nan when n is 0.
+    `pairs` holds the texts: [{"pair_id", "prompt", "response_a", "response_b"}]."""
+    by_id = {p["pair_id"]: p for p in pairs}
+    hits = []
+    for pid, choice in choices.items():
+        if choice not in ("A", "B") or pid not in by_id:
+            continue
+        p = by_id[pid]
+        gold_a, gold_b = gold_fn(p["prompt"], p["response_a"]), gold_fn(p["prompt"], p["response_b"])
+        if gold_a != gold_b:
+            hits.append(("A" if gold_a > gold_b else "B") == choice)
+    return _mean(hits), len(hits)
