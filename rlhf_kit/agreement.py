@@ -26,7 +26,7 @@ def merge(paths) -> list[dict]:
     Agreement compares choices by pair_id, so a pair_id must name the same ordered (prompt, response_a,
     response_b) everywhere: ValueError otherwise, and FileNotFoundError for a missing file.
     """
-    from .preferences import PreferenceStore   # here, not at the top: preferences imports this module
+    from .preferences import PreferenceStore  # here, not at the top: preferences imports this module
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

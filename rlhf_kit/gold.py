@@ -17,8 +17,16 @@ import re
 from functools import lru_cache
 
 from .grammar import (
-    GENRES, SUBJECTS, Attributes, format_prompt, make_review, parse_prompt, random_attributes, repetition_rate,
-    subject_noun, words,
+    GENRES,
+    SUBJECTS,
+    Attributes,
+    format_prompt,
+    make_review,
+    parse_prompt,
+    random_attributes,
+    repetition_rate,
+    subject_noun,
+    words,
 )
 
 

@@ -48,7 +48,8 @@ def _stub_source(source: str, where: str) -> str:
         stripped = line.strip()
         if stripped.startswith(BEGIN_MARKER):
             if block_start is not None:
-                raise ValueError(f"{where}: line {lineno}: {BEGIN_MARKER} inside the block opened at line {block_start}")
+                raise ValueError(f"{where}: line {lineno}: {BEGIN_MARKER} inside the block opened at line "
+                                 f"{block_start}")
             rest = stripped[len(BEGIN_MARKER):].strip()
             if not rest:
                 stub = DEFAULT_STUB

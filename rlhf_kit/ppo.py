@@ -1,26 +1,28 @@
 """PPO for language models: the kit's own trainer (TRL 1.16 has no PPO trainer).
 
-One step, read top to bottom in `PPOTrainer.step`:
+One step, read top to bottom in `PPOTrainer.step`, one method per phase:
 
-1. rollout: one sampled response per prompt (prompts left-padded, KV cache on), cut after its first eos;
-2. score: the reward model reads the decoded text. That is a *text bridge*: the reward model re-tokenises
+1. `_rollout`: one sampled response per prompt (prompts left-padded, KV cache on), cut after its first eos;
+2. `_score`: the reward model reads the decoded text. That is a *text bridge*: the reward model re-tokenises
    prompt + response with its own tokenizer, so its vocabulary need not match the policy's. A response that never
    ends (no eos within max_new_tokens) gets `no_eos_penalty` instead of its score. The gold reward of the same
    text is recorded, never optimised;
-3. log-probs of the sampled tokens under the policy and under the frozen reference, by a forward pass at the
-   sampling temperature (log_softmax(logits / T), never generate's scores), and values V_t from the value model;
-4. per-token rewards r_t = -beta * KL_t + [t = last] * score (`losses.kl_penalized_rewards`, the score lands on
-   the eos), advantages and returns by GAE (`losses.gae`), advantages whitened over the whole batch;
-5. `ppo_epochs` passes over minibatches of  loss = ppo_policy_loss + vf_coef * value_loss  (`losses`), each
+3. `_logprobs_and_values`: log-probs of the sampled tokens under the policy and under the frozen reference, by a
+   forward pass at the sampling temperature (log_softmax(logits / T), never generate's scores), and values V_t;
+4. `_advantages`: per-token rewards r_t = -beta * KL_t + [t = last] * score (`kl_penalized_rewards`, the score
+   lands on the eos), advantages and returns by GAE (`gae`), advantages whitened over the whole batch;
+5. `_update`: `ppo_epochs` passes over minibatches of  loss = ppo_policy_loss + vf_coef * value_loss, each
    model's gradient norm clipped to `max_grad_norm`.
+
+The four functions of phases 4 and 5 are the trainer's `losses` (a `PPOLosses`): the reference ones of
+`rlhf_kit.losses` by default, the learner's own in lab 04. The multi-process bookkeeping lives in `distributed.py`.
 
 The old log-probs are computed on exactly the minibatches of the first epoch, so on the first minibatch of the
 first epoch the probability ratio is exactly 1 (`stats["first_ratio_max_abs_dev"]` is 0.0): anything else means
 the log-probs are computed inconsistently. Dropout is off in every model.
 
-The value model starts as the reward model (as in InstructGPT): its transformer body and its scalar head, read
-at every position, with the reward normalisation folded into the head, so at the start V at the eos is the
-normalised score. It reads the *policy's* tokens, so it needs the policy's vocabulary (checked).
+The value model (`value.py`) starts as the reward model (as in InstructGPT): its transformer body and its scalar
+head, read at every position, with the reward normalisation folded into the head.
 
 Built on `accelerate`: the same code runs on a CPU, a GPU, or several processes (`accelerate launch`, `torchrun`).
 Each process takes its share of every batch's prompts; statistics, advantage whitening and the loss
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -50,6 +51,7 @@ from .distributed import Distributed
 from .evaluate import score_samples, summarise
 from .models import Rollout, check_tokenizer, disable_dropout, generate, load_causal_lm, row_seeds, sample
 from .training import adamw, tail_mean
+from .value import ValueModel
 from .world import gold_reward, heldout_prompts, load_world, training_prompts
 
 STAT_KEYS = ("step", "proxy", "gold", "kl", "beta", "entropy", "clip_fraction", "approx_kl", "policy_loss",
@@ -77,56 +79,6 @@ class AdaptiveKLController:
         error = min(max((kl - self.target) / self.target, -0.2), 0.2)
         self.beta *= 1 + error * n_steps / self.horizon
         return self.beta
-
-
-# ----------------------------------------------------------------------------------------- value model
-class ValueModel(torch.nn.Module):
-    """A transformer body and a scalar head read at every position: values (batch, seq_len)."""
-
-    def __init__(self, body: torch.nn.Module, head: torch.nn.Linear):
-        super().__init__()
-        self.body, self.head = body, head
-
-    def forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           use_cache=False).last_hidden_state
-        return self.head(hidden).squeeze(-1)
-
-    @classmethod
-    def from_reward_model(cls, path, policy_tokenizer) -> "ValueModel":
-        """The reward model's body and head, with its normalisation folded in:
-        V(h) = (w . h - mean) / std, so that V at the eos starts as the normalised reward."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        path = Path(path)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        if tokenizer.get_vocab() != policy_tokenizer.get_vocab():
-            raise ValueError(
-                f"The value model is initialised from the reward model at {path}, and it reads the policy's "
-                f"tokens, but their vocabularies differ ({len(tokenizer)} vs {len(policy_tokenizer)} tokens). "
-                f"Pass value_model=ValueModel.from_policy(policy) instead (the reward itself still works: it "
-                f"reads text)."
-            )
-        reward_model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
-        disable_dropout(reward_model)
-        norm_file = path / "normalisation.json"
-        norm = json.loads(norm_file.read_text()) if norm_file.is_file() else {"mean": 0.0, "std": 1.0}
-        score = reward_model.score
-        head = torch.nn.Linear(score.in_features, 1)
-        with torch.no_grad():
-            head.weight.copy_(score.weight / norm["std"])
-            bias = score.bias if score.bias is not None else torch.zeros(1)
-            head.bias.copy_((bias - norm["mean"]) / norm["std"])
-        return cls(reward_model.base_model, head)
-
-    @classmethod
-    def from_policy(cls, policy) -> "ValueModel":
-        """A copy of the policy's body with a zero head (V = 0 at the start): for reward functions that are not
-        a reward model."""
-        head = torch.nn.Linear(policy.config.hidden_size, 1)
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-        return cls(copy.deepcopy(policy.base_model), head)
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -360,7 +312,8 @@ class PPOTrainer:
         stats = {"step": self.step_count, **means, "beta": beta_used, "entropy": entropy.item(), **update,
                  "explained_variance": (1 - error_var / returns_var.clamp(min=1e-12)).item(),
                  "seconds": round(time.perf_counter() - started, 3),
-                 "samples": [{k: row[k] for k in ("prompt", "response", "proxy", "gold")} for row in self.last_batch[:4]]}
+                 "samples": [{k: row[k] for k in ("prompt", "response", "proxy", "gold")}
+                             for row in self.last_batch[:4]]}
         self.history.append(stats)
         self._good_state = self._snapshot()
         return stats

@@ -39,10 +39,7 @@ except ImportError:   # Windows: see _lock
     fcntl = None
 
 if __package__:   # tests/crash_writer.py and concurrent_writer.py load this file alone, outside the package
-    from .agreement import (
-        INSTRUCTGPT_AGREEMENT, agreement_panel, cohens_kappa, gold_agreement, kappa_between, majority_vote, merge,
-        pairwise_agreement,
-    )
+    pass
 
 CHOICES = ("A", "B", "tie", "skip")
 PAIR_FIELDS = ("prompt", "chosen", "rejected")   # TRL's explicit-prompt preference format
@@ -211,7 +208,7 @@ def _parse_events(path: Path, content: bytes) -> list[tuple[int, dict]]:
         except ValueError as e:   # JSONDecodeError and UnicodeDecodeError
             if n == len(lines):   # after the last newline: a write torn by a crash
                 warnings.warn(f"{path} line {n} is an unfinished write left by a crash; skipped it (it holds no "
-                              f"recorded click, and the next record() removes it)")
+                              f"recorded click, and the next record() removes it)", stacklevel=2)
                 continue
             raise ValueError(f"{path} line {n} is not valid JSON ({e}). {fix}") from None
         problem = _event_problem(event)
@@ -324,7 +321,7 @@ class PreferenceStore:
     def export(self):
         """(dataset, {"pairs", "ties", "skips"}): `to_dataset`'s data set, and how many decisions went into it
         and how many ties and skips were left out (a tie or a skip says nothing about which response is better)."""
-        from datasets import Dataset, Features, Value   # imported here: recording must not wait for it
+        from datasets import Dataset, Features, Value  # imported here: recording must not wait for it
 
         decisions = self.load()
         rows = []

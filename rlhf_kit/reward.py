@@ -12,7 +12,6 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

@@ -176,7 +176,7 @@ class Workspace:
         _check_stage(stage)
         for dependency in STAGES[stage][0]:
             self.ensure(dependency)
-        from .device import seed_everything     # imports torch: only when a stage is built
+        from .device import seed_everything  # imports torch: only when a stage is built
 
         started = time.perf_counter()
         builder = _builder(stage)

@@ -34,14 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Re-exported, so that `from rlhf_kit.world import ...` reaches every part of the toy world (see the docstring).
-from .gold import (
-    SimulatedAnnotator, annotator_prob_a, calibrate_temperature, follows_format, gold_breakdown, gold_reward,
-    reference_pairs, vader_compound,
-)
 from .grammar import (
-    ACTIONS, ASPECTS, DEMO_FLAWS, GENRES, INTENSIFIERS, MILD, NEGATIVE_ADJECTIVES, NEGATIVE_WORDS,
-    POSITIVE_ADJECTIVES, POSITIVE_WORDS, PROMPT_TEMPLATE, SENTIMENTS, SUBJECTS, Attributes, format_prompt,
-    instruction_for, make_demo, make_review, parse_prompt, random_attributes, repetition_rate, subject_noun, words,
+    DEMO_FLAWS,
+    GENRES,
+    SENTIMENTS,
+    SUBJECTS,
+    Attributes,
+    format_prompt,
+    make_demo,
+    make_review,
+    random_attributes,
 )
 
 HELDOUT_FRACTION = 0.2   # share of (sentiment, genre, subject) combinations never seen in the demos

@@ -35,7 +35,7 @@ def main(paths: list[str]) -> None:
                                                for lab, figures in labs.items()}}
     TYPICAL_FILE.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
 
-    print(f"| lab | figure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread |")
+    print("| lab | figure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread |")
     print("|---|---|" + "---|" * (len(seeds) + 2))
     for lab in sorted(labs):
         for key, values in labs[lab].items():
@@ -46,7 +46,11 @@ def main(paths: list[str]) -> None:
                 print(f"| {lab} | {key} | {cells} | {_fmt(mean)} | {_fmt(spread)} |")
             else:
                 print(f"| {lab} | {key} | {cells} | | |")
-    passed = ", ".join(f"seed {run['seed']}: {'all passed' if run['passed'] else 'FAILED ' + ', '.join(r['lab'] for r in run['labs'] if not r['passed'])}" for run in runs)
+    def outcome(run) -> str:
+        failed = [r["lab"] for r in run["labs"] if not r["passed"]]
+        return "all passed" if not failed else "FAILED " + ", ".join(failed)
+
+    passed = ", ".join(f"seed {run['seed']}: {outcome(run)}" for run in runs)
     print(f"\n{passed}; total minutes: " + ", ".join(f"{run['seconds'] / 60:.1f}" for run in runs))
 
 

@@ -11,8 +11,8 @@ import json
 import sys
 
 import torch
+from conftest import MICRO  # this script's folder, tests/, is on sys.path
 
-from conftest import MICRO                      # this script's folder, tests/, is on sys.path
 from rlhf_kit.ppo import PPOConfig, PPOTrainer
 from rlhf_kit.presets import get_preset
 from rlhf_kit.workspace import Workspace

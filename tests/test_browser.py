@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from servers import free_port, in_ci, kill_processes_with  # tests/servers.py
 
 from rlhf_kit.preferences import PreferenceStore
 from rlhf_kit.workspace import default_home
-from servers import free_port, in_ci, kill_processes_with   # tests/servers.py
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_02 = REPO / "labs" / "02_collecting_preferences.ipynb"

@@ -23,11 +23,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from servers import free_port, in_ci, kill_processes_with  # tests/servers.py
 
 from rlhf_kit.preferences import PreferenceStore, pair_id
 from rlhf_kit.ui import classroom
 from rlhf_kit.ui.classroom import ClassroomCollector, clean_name, pool
-from servers import free_port, in_ci, kill_processes_with   # tests/servers.py
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "classroom" / "collect.ipynb"

@@ -2,9 +2,19 @@ import math
 
 import pytest
 
+from rlhf_kit.hacking import (
+    TERMS,
+    best_of_n,
+    best_of_n_kl,
+    beta_sweep,
+    hacked_samples,
+    heldout_prompts,
+    mean_terms,
+    sweep_run,
+    term_shift,
+    word_shift,
+)
 from rlhf_kit.ui.plots import overoptimisation_plot
-from rlhf_kit.hacking import (TERMS, best_of_n, best_of_n_kl, beta_sweep, hacked_samples, heldout_prompts,
-                              mean_terms, sweep_run, term_shift, word_shift)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = dict(batch_size=4, minibatch_size=2, ppo_epochs=1, lr=1e-3, max_new_tokens=8)
@@ -90,7 +100,9 @@ def test_sweep_run_gives_one_run_in_step_order():
 
 
 def _sweep_of(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> list[dict]:
-    rows = lambda pairs: [{"prompt": p, "response": r} for p, r in pairs]
+    def rows(pairs):
+        return [{"prompt": p, "response": r} for p, r in pairs]
+
     return [{"beta": 0.0, "step": 0, "samples": rows(before)}, {"beta": 0.0, "step": 5, "samples": rows(after)}]
 
 

@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from rlhf_kit.losses import (bradley_terry_loss, gae, kl_penalized_rewards, ppo_policy_loss, rewards_at_last_token,
-                             value_loss)
+from rlhf_kit.losses import (
+    bradley_terry_loss,
+    gae,
+    kl_penalized_rewards,
+    ppo_policy_loss,
+    rewards_at_last_token,
+    value_loss,
+)
 
 
 # ------------------------------------------------------------------------------------------------ Bradley-Terry
@@ -97,7 +103,8 @@ def test_k3_is_never_negative_but_k1_can_be():
 
 def test_kl_score_lands_on_last_real_token_for_each_padding():
     zeros = torch.zeros(2, 4)
-    right = kl_penalized_rewards(torch.tensor([1.0, 2.0]), zeros, zeros, torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]), 0.1)
+    right = kl_penalized_rewards(torch.tensor([1.0, 2.0]), zeros, zeros, torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]),
+                                 0.1)
     torch.testing.assert_close(right, torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]))
     # beta = 0 switches the penalty off but keeps the score
     out = kl_penalized_rewards(torch.tensor([3.0]), torch.tensor([[-1.0, -2.0]]), torch.tensor([[-2.0, -1.0]]),

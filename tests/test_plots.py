@@ -9,7 +9,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_plots_render_as_png_without_pyplot():
     margins = torch.linspace(-3, 3, 100)
     for plot in (margin_histogram(margins), calibration_plot(calibration(margins)),
-                 probe_plot([{"kind": "clean", "reward": 0.5, "gold": 2.0}, {"kind": "loop", "reward": 1.0, "gold": -1.0}])):
+                 probe_plot([{"kind": "clean", "reward": 0.5, "gold": 2.0},
+                             {"kind": "loop", "reward": 1.0, "gold": -1.0}])):
         assert plot._repr_png_().startswith(PNG_MAGIC)
 
 

@@ -8,8 +8,17 @@ from datetime import datetime, timedelta
 import pytest
 
 from rlhf_kit.preferences import (
-    CHOICES, PreferenceStore, agreement_panel, cohens_kappa, import_pairs, kappa_between, majority_vote, merge,
-    pair_id, pairwise_agreement, ranking_to_pairs,
+    CHOICES,
+    PreferenceStore,
+    agreement_panel,
+    cohens_kappa,
+    import_pairs,
+    kappa_between,
+    majority_vote,
+    merge,
+    pair_id,
+    pairwise_agreement,
+    ranking_to_pairs,
 )
 from rlhf_kit.world import SimulatedAnnotator, gold_reward, reference_pairs
 

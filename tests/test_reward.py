@@ -3,11 +3,21 @@ import json
 import pytest
 import torch
 
-from rlhf_kit.preferences import PreferenceStore
 from rlhf_kit.collect import candidate_pairs
-from rlhf_kit.reward import (RewardConfig, RewardScorer, calibration, evaluate_pairs,
-                             init_reward_model, ood_probe, preference_rows, sequence_rewards, split_by_prompt,
-                             tokenize_texts, train_reward_model)
+from rlhf_kit.preferences import PreferenceStore
+from rlhf_kit.reward import (
+    RewardConfig,
+    RewardScorer,
+    calibration,
+    evaluate_pairs,
+    init_reward_model,
+    ood_probe,
+    preference_rows,
+    sequence_rewards,
+    split_by_prompt,
+    tokenize_texts,
+    train_reward_model,
+)
 
 
 def test_candidate_pairs_cover_every_pair_once():

@@ -2,8 +2,7 @@
 
 import pytest
 
-from rlhf_kit.ui import LiveCurve, Question, Quiz, quiz
-from rlhf_kit.ui import live
+from rlhf_kit.ui import LiveCurve, Question, Quiz, live, quiz
 
 QUESTIONS = [
     {"text": "Which model does the KL penalty compare the policy with?",
@@ -127,4 +126,4 @@ def test_every_ui_name_imports_lazily():
     for name in ui.__all__:
         assert getattr(ui, name).__name__ == name
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
-        ui.Nope
+        _ = ui.Nope

@@ -8,9 +8,23 @@ import pytest
 from rlhf_kit import grammar
 from rlhf_kit import world as W
 from rlhf_kit.world import (
-    GENRES, SENTIMENTS, SUBJECTS, Attributes, SimulatedAnnotator, annotator_prob_a, build_world,
-    calibrate_temperature, follows_format, format_prompt, gold_breakdown, gold_reward, load_world, make_review,
-    parse_prompt, reference_pairs, save_world,
+    GENRES,
+    SENTIMENTS,
+    SUBJECTS,
+    Attributes,
+    SimulatedAnnotator,
+    annotator_prob_a,
+    build_world,
+    calibrate_temperature,
+    follows_format,
+    format_prompt,
+    gold_breakdown,
+    gold_reward,
+    load_world,
+    make_review,
+    parse_prompt,
+    reference_pairs,
+    save_world,
 )
 
 ALL_COMBOS = [Attributes(*c) for c in itertools.product(SENTIMENTS, GENRES, SUBJECTS)]

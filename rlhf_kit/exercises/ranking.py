@@ -5,7 +5,6 @@ from __future__ import annotations
 from .. import preferences
 from .checking import Case, Exercise, Mistake
 
-
 RANKINGS = [
     ("Write a positive review of a comedy about a dog.", ["Great fun.", "Fine.", "Dull."]),
     ("Write a negative review of a horror film about a robot.", ["Awful.", "Weak.", "Meh.", "Good!"]),
