@@ -1,9 +1,10 @@
 """The workspace: one directory holding every stage's artefacts, and `ensure(stage)` to hand them between labs.
 
 Layout: `<home>/<preset>-seed<seed>/<stage>/`, where home is $RLHF_KIT_HOME or, by default, the git-ignored
-`workspace/` folder of the repository. A stage directory counts as finished only when it holds `DONE.json`
-(its metrics). Stages are built in a temporary sibling directory and renamed into place at the very end, so
-an interrupted run leaves no half-written artefact that could be mistaken for a finished one.
+`workspace/` folder of the repository; a preset with overrides has its own folder, `<preset>+<hash>-seed<seed>`
+(see `Preset.key`). A stage directory counts as finished only when it holds `DONE.json` (its metrics). Stages
+are built in a temporary sibling directory and renamed into place at the very end, so an interrupted run leaves
+no half-written artefact that could be mistaken for a finished one.
 
     from rlhf_kit.workspace import ensure
     sft_dir = ensure("sft")      # builds world -> base -> sft if any is missing, with progress bars
@@ -99,7 +100,7 @@ class Workspace:
         self.preset = get_preset(preset)
         self.seed = default_seed() if seed is None else check_seed(seed)
         self.home = Path(home).expanduser() if home is not None else default_home()
-        self.root = self.home / f"{self.preset.name}-seed{self.seed}"
+        self.root = self.home / f"{self.preset.key}-seed{self.seed}"
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -116,6 +117,10 @@ class Workspace:
         path = self.path(stage)
         fix = (f"Run `rlhf-kit {COMMANDS[stage]} --preset {self.preset.name} --seed {self.seed}`, "
                f"or `ensure({stage!r})` in a notebook, to build it.")
+        if self.preset.overrides():      # the command line knows the named presets only
+            overrides = ", ".join(f"{k}={v!r}" for k, v in self.preset.overrides().items())
+            fix = (f"Run `.ensure({stage!r})` on this workspace (preset {self.preset.name!r} with {overrides}) "
+                   f"to build it.")
         if not path.exists():
             raise WorkspaceError(f"The {stage!r} artefact is missing: {path} does not exist. {fix}")
         if not self.is_done(stage):
@@ -151,6 +156,9 @@ class Workspace:
         """Yield a temporary directory; on success, mark it finished and move it into place atomically."""
         target = self.path(stage)
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.preset.overrides() and not (self.root / "preset.json").exists():     # what `lab+3f2a9c` stands for
+            (self.root / "preset.json").write_text(json.dumps(
+                {"preset": self.preset.name, "overrides": self.preset.overrides()}, indent=2) + "\n")
         tmp = self.root / f".{stage}.tmp-{os.getpid()}-{time.time_ns()}"
         tmp.mkdir()
         try:

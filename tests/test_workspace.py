@@ -1,8 +1,11 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
+from rlhf_kit.presets import get_preset
 from rlhf_kit.workspace import DONE_FILE, Workspace, WorkspaceError, default_home
 
 
@@ -16,6 +19,33 @@ def test_default_home_env_and_repo(monkeypatch, tmp_path):
 def test_layout_per_preset_and_seed(tmp_path):
     ws = Workspace("ci", home=tmp_path, seed=3)
     assert ws.path("sft") == tmp_path / "ci-seed3" / "sft"
+
+
+def test_a_preset_with_overrides_has_its_own_folder(tmp_path, micro_preset):
+    """`get_preset("lab", sft_steps=50)` must never rebuild (and so delete) the learner's real `lab` artefacts."""
+    plain = Workspace(micro_preset, home=tmp_path)
+    plain.ensure("world")
+    before = (plain.path("world") / DONE_FILE).read_text()
+    other = Workspace(get_preset("micro", n_demos=micro_preset.n_demos + 3), home=tmp_path)
+    assert other.root != plain.root and other.root.name.startswith("micro+")
+    assert other.root.name.endswith("-seed0")
+    assert Workspace(get_preset("micro", n_demos=micro_preset.n_demos), home=tmp_path).root == plain.root
+    other.ensure("world")
+    other.build("world")
+    assert other.metrics("world")["demos"] == micro_preset.n_demos + 3
+    assert (plain.path("world") / DONE_FILE).read_text() == before          # untouched
+    assert json.loads((other.root / "preset.json").read_text()) == {
+        "preset": "micro", "overrides": {"n_demos": micro_preset.n_demos + 3}}
+    with pytest.raises(WorkspaceError, match=r"ensure\('sft'\)` on this workspace \(preset 'micro' with n_demos="):
+        other.require("sft")
+
+
+def test_the_same_overrides_find_the_same_folder_in_another_process(tmp_path):
+    code = ("import sys; from rlhf_kit.presets import get_preset; from rlhf_kit.workspace import Workspace; "
+            "print(Workspace(get_preset('lab', sft_steps=50, rm_lr=1e-4), sys.argv[1], seed=2).root)")
+    roots = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    assert roots == {str(Workspace(get_preset("lab", sft_steps=50, rm_lr=1e-4), tmp_path, seed=2).root)}
 
 
 def test_unknown_stage(tmp_path):
@@ -98,21 +128,22 @@ def test_rebuilding_a_stage_removes_what_was_built_from_it(tmp_path, micro_prese
 
 
 def test_ensure_rebuilds_a_stage_built_with_other_preset_values(tmp_path, micro_preset, capsys):
-    from rlhf_kit.presets import get_preset
-
     ws = Workspace(micro_preset, home=tmp_path)
     ws.ensure("world")
     assert ws.metrics("world")["settings"]["n_demos"] == micro_preset.n_demos
     first = (ws.path("world") / DONE_FILE).read_text()
     ws.ensure("world")                                             # same values: kept
     assert (ws.path("world") / DONE_FILE).read_text() == first
-    changed = Workspace(get_preset(micro_preset, n_demos=micro_preset.n_demos + 3), home=tmp_path)
-    assert changed.changed_settings("world") == {"n_demos": (micro_preset.n_demos, micro_preset.n_demos + 3)}
-    changed.ensure("world")
+    # a world built when the preset said 3 more demos (an older kit): ensure says so and rebuilds it
+    done = json.loads(first)
+    done["settings"]["n_demos"] += 3
+    (ws.path("world") / DONE_FILE).write_text(json.dumps(done))
+    assert ws.changed_settings("world") == {"n_demos": (micro_preset.n_demos + 3, micro_preset.n_demos)}
+    ws.ensure("world")
     assert "Rebuilding 'world'" in capsys.readouterr().out
-    assert changed.metrics("world")["demos"] == micro_preset.n_demos + 3
+    assert ws.changed_settings("world") == {} and ws.metrics("world")["demos"] == micro_preset.n_demos
     # a later stage records the values of the stages before it, so an upstream change reaches it too
-    assert "n_demos" in changed.settings("reward") and "rm_lr" not in changed.settings("sft")
+    assert "n_demos" in ws.settings("reward") and "rm_lr" not in ws.settings("sft")
 
 
 def test_a_done_marker_without_settings_is_trusted(tmp_path, micro_preset):
