@@ -1,12 +1,13 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from rlhf_kit.presets import get_preset
-from rlhf_kit.workspace import DONE_FILE, Workspace, WorkspaceError, default_home
+from rlhf_kit.workspace import DONE_FILE, STALE_FILE, Workspace, WorkspaceError, builder_inputs, default_home
 
 
 def test_default_home_env_and_repo(monkeypatch, tmp_path):
@@ -172,3 +173,130 @@ def test_a_stage_does_not_depend_on_what_the_process_drew_before(tmp_path, micro
         weights.append(load_file(ws.build("reward") / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def my_loss(*args):
+    """A stand-in for a learner's loss function."""
+
+
+def test_done_records_the_builders_arguments(tmp_path):
+    """A function as module.qualname, label stores as paths (relative to the workspace root when inside it), a
+    dataclass field by field, the builder's defaults included, `callback` (it only draws) left out."""
+    from dataclasses import dataclass
+
+    from rlhf_kit.preferences import PreferenceStore
+
+    @dataclass
+    class Losses:
+        gae: object = my_loss
+
+    def builder(ws, out_dir, callback=None, loss_fn=my_loss, losses=None, extra_stores=(), n_pairs=None, **more):
+        pass
+
+    root = tmp_path / "micro-seed0"
+    inputs = builder_inputs(builder, {"callback": print, "losses": Losses(), "beta": 0.1, "odd": {1, 2},
+                                      "extra_stores": [root / "labels" / "you.jsonl",
+                                                       PreferenceStore(tmp_path / "room" / "ann.jsonl")]}, root)
+    assert inputs == {"loss_fn": "test_workspace.my_loss", "losses": {"gae": "test_workspace.my_loss"},
+                      "extra_stores": ["labels/you.jsonl", str((tmp_path / "room" / "ann.jsonl").resolve())],
+                      "n_pairs": None, "beta": 0.1, "odd": "{1, 2}"}
+    json.dumps(inputs)
+
+
+def test_a_misspelt_argument_fails_before_anything_is_built(tmp_path, micro_preset):
+    ws = Workspace(micro_preset, home=tmp_path)
+    with pytest.raises(TypeError, match="loss_fun"):
+        ws.build("sft", loss_fun=my_loss)
+    assert not ws.root.exists()
+
+
+def test_done_json_records_the_reward_models_inputs(micro_rm_ws):
+    inputs = micro_rm_ws.metrics("reward")["inputs"]
+    assert inputs["loss_fn"].endswith(".bradley_terry_loss") and inputs["extra_stores"] == []
+    assert "callback" not in inputs
+
+
+@pytest.fixture
+def labelled_ws(tmp_path, micro_rm_ws):
+    """A copy of the micro workspace whose reward model was trained with the learner's labels (lab 02/03), and a
+    classroom file beside them."""
+    from rlhf_kit.preferences import PreferenceStore
+
+    shutil.copytree(micro_rm_ws.root, tmp_path / micro_rm_ws.root.name)
+    ws = Workspace(micro_rm_ws.preset, tmp_path, seed=micro_rm_ws.seed)
+    yours = PreferenceStore(ws.root / "labels" / "you.jsonl")
+    yours.record("p1", "a prompt", "good", "bad", "A", annotator="you")
+    yours.record("p2", "another prompt", "fine", "awful", "A", annotator="you")
+    PreferenceStore(ws.root / "classroom" / "ann.jsonl").record("p1", "a prompt", "x", "y", "B", annotator="ann")
+    ws.build("reward", extra_stores=[yours.path])
+    return ws
+
+
+def label_files(ws) -> dict:
+    return {p.relative_to(ws.root): p.read_bytes() for p in sorted(ws.root.glob("*/*.jsonl"))
+            if p.parent.name in ("labels", "classroom")}
+
+
+def test_rebuilding_a_stage_keeps_the_learners_labels_and_says_what_went_stale(labelled_ws, capsys):
+    ws = labelled_ws
+    labels = label_files(ws)
+    assert len(labels) == 2
+    capsys.readouterr()
+    ws.build("world")
+    out = capsys.readouterr().out
+    assert label_files(ws) == labels                              # never deleted, never touched
+    assert not any(ws.path(s).exists() for s in ("base", "sft", "preferences", "reward"))
+    assert ("'base', 'sft', 'preferences' and 'reward' were built from the old 'world' and were removed; labs 00, 01, "
+            "02 and 03 (or `ensure('reward')`) rebuild them.") in out
+    assert "`ensure('reward')` trains 'reward' on the same label files again: labels/you.jsonl." in out
+    assert "Your labels in labels/ and classroom/ are kept." in out
+    stale = json.loads((ws.root / STALE_FILE).read_text())
+    assert stale["reward"]["built_from_old"] == "world"
+    assert stale["reward"]["inputs"]["extra_stores"] == ["labels/you.jsonl"]
+
+
+def test_ensure_rebuilds_a_removed_stage_with_the_learners_labels(labelled_ws, capsys):
+    """Re-running lab 00 must not silently drop the learner's labels from the reward model."""
+    ws = labelled_ws
+    n_pairs = ws.metrics("reward")["n_pairs"]
+    ws.build("sft")
+    assert not ws.path("reward").exists()
+    capsys.readouterr()
+    ws.ensure("reward")
+    assert "Rebuilding 'reward' with the label files it was built with before: labels/you.jsonl." in \
+        capsys.readouterr().out
+    assert ws.metrics("reward")["inputs"]["extra_stores"] == ["labels/you.jsonl"]
+    assert ws.metrics("reward")["n_pairs"] == n_pairs                  # the simulated labels and the learner's two
+    assert not (ws.root / STALE_FILE).exists()                         # nothing is stale any more
+
+
+def test_a_stage_rebuilt_by_hand_is_no_longer_stale(labelled_ws):
+    ws = labelled_ws
+    ws.build("preferences")
+    assert "reward" in ws.stale()
+    ws.build("reward")                      # the learner's choice: no label files this time
+    assert ws.stale() == {} and ws.metrics("reward")["inputs"]["extra_stores"] == []
+
+
+def test_label_files_that_are_gone_are_left_out(labelled_ws, capsys):
+    ws = labelled_ws
+    ws.build("preferences")
+    (ws.root / "labels" / "you.jsonl").unlink()
+    capsys.readouterr()
+    ws.ensure("reward")
+    out = capsys.readouterr().out
+    assert "with the label files it was built with before: none. Gone, so left out: labels/you.jsonl." in out
+    assert ws.metrics("reward")["inputs"]["extra_stores"] == []
+
+
+def test_a_stage_rebuilt_for_new_preset_values_keeps_the_learners_labels(labelled_ws, capsys):
+    ws = labelled_ws
+    done = json.loads((ws.path("reward") / DONE_FILE).read_text())
+    done["settings"]["rm_lr"] *= 2                                 # built when the preset said another rm_lr
+    (ws.path("reward") / DONE_FILE).write_text(json.dumps(done))
+    capsys.readouterr()
+    ws.ensure("reward")
+    out = capsys.readouterr().out
+    assert "Rebuilding 'reward': it was built with other 'micro' settings" in out
+    assert "with the label files it was built with before: labels/you.jsonl." in out
+    assert ws.metrics("reward")["inputs"]["extra_stores"] == ["labels/you.jsonl"]
