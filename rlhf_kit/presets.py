@@ -1,11 +1,16 @@
-"""Run sizes: `ci` (seconds per stage, for tests), `lab` (minutes on a laptop CPU), `gpu` (larger).
+"""Run sizes: `micro` (the kit's own unit tests: seconds, learns nothing), `ci` (seconds per stage, for the
+notebook tests), `lab` (minutes on a laptop CPU), `gpu` (larger).
 
 Pick one by argument or with the environment variable RLHF_KIT_PRESET; the default is `lab`.
 Every stage reads its sizes from the preset, so the same notebook runs in CI, on a laptop and on a GPU.
+A preset with overrides (`get_preset("lab", sft_steps=50)`) is keyed apart from the named one (`Preset.key`), so
+its workspace never touches the named preset's artefacts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, replace
 
@@ -56,14 +61,40 @@ class Preset:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def overrides(self) -> dict:
+        """{field: value} where this preset differs from the named preset it was made from: {} for a named preset
+        itself, every field but the name for a preset whose name is not in PRESETS."""
+        mine = self.as_dict()
+        named = PRESETS.get(self.name)
+        if named is None:
+            return {k: v for k, v in mine.items() if k != "name"}
+        return {k: v for k, v in mine.items() if v != getattr(named, k)}
 
-# SFT runs long enough for the policy to follow the *requested sentiment*, not only the format and the topic.
-# Measured (lab preset): after 300 steps the SFT samples ignored it (about half had the wrong sentiment) and a
-# reward model trained on their comparisons ordered held-out pairs like the gold reward only 52% of the time,
-# even with 12000 pairs or noise-free labels: "does the sentiment match the request" is a prompt x response
-# interaction a tiny model finds only when its SFT start already represents the request. After 900 steps:
-# SFT gold +2.23 and reward-model gold accuracy 72%.
+    @property
+    def key(self) -> str:
+        """The name, and for a preset with overrides `<name>+<6 hex digits>` (e.g. `lab+3f2a9c`): a hash of the
+        overridden fields that is the same in every process, so the same overrides always name the same folder."""
+        overrides = self.overrides()
+        if not overrides:
+            return self.name
+        digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.name}+{digest[:6]}"
+
+
+# Why SFT runs 900 steps and PPO's learning rates: the dated measurements in the README's seed-table and PPO sections.
 PRESETS: dict[str, Preset] = {
+    # for the kit's own unit tests: every stage in seconds, and it learns nothing (the rest as `ci`)
+    "micro": Preset(
+        name="micro",
+        n_corpus_docs=120, n_demos=60, n_heldout=6,
+        vocab_size=320, n_layer=1, n_head=2, n_embd=32, n_positions=128,
+        pretrain_steps=4, pretrain_batch_size=4, pretrain_lr=3e-3,
+        sft_steps=3, sft_batch_size=4, sft_lr=2e-3,
+        n_pref_prompts=6, pref_k=3, pref_temperature=1.0, rm_steps=3, rm_batch_size=4, rm_lr=5e-4,
+        max_new_tokens=16, eval_temperature=0.7,
+        ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
+        ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
+    ),
     "ci": Preset(
         name="ci",
         n_corpus_docs=600, n_demos=400, n_heldout=32,
@@ -72,7 +103,6 @@ PRESETS: dict[str, Preset] = {
         sft_steps=1500, sft_batch_size=16, sft_lr=2e-3,
         n_pref_prompts=250, pref_k=4, pref_temperature=1.0, rm_steps=150, rm_batch_size=16, rm_lr=5e-4,
         max_new_tokens=64, eval_temperature=0.7,
-        # lr 1e-4: at 3e-5 twenty steps left the held-out proxy score within noise of SFT's (lab 04 failed in CI)
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
         ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
@@ -84,8 +114,6 @@ PRESETS: dict[str, Preset] = {
         sft_steps=900, sft_batch_size=32, sft_lr=1e-3,
         n_pref_prompts=1000, pref_k=4, pref_temperature=1.0, rm_steps=300, rm_batch_size=32, rm_lr=3e-4,
         max_new_tokens=72, eval_temperature=0.7,
-        # lr measured: 2e-4 climbed the reward model while the gold reward fell even at beta 0.05 (2.26 -> 2.24,
-        # KL 11); 5e-5 raised the gold reward (2.26 -> 2.38, KL 6.3) in the same 40 steps.
         ppo_steps=40, ppo_batch_size=32, ppo_minibatch_size=16, ppo_epochs=2,
         ppo_lr=5e-5, ppo_beta=0.05, ppo_clip_eps=0.2,
     ),
@@ -106,7 +134,8 @@ PRESETS: dict[str, Preset] = {
 def get_preset(name: str | Preset | None = None, **overrides) -> Preset:
     """The preset called `name`, else the one named by $RLHF_KIT_PRESET, else `lab`.
 
-    Keyword overrides replace single fields, e.g. `get_preset("ci", sft_steps=50)`.
+    Keyword overrides replace single fields, e.g. `get_preset("lab", sft_steps=50)`; such a preset keeps its name
+    but gets its own `key` (`lab+<hash>`), and so its own workspace folder.
     """
     if isinstance(name, Preset):
         preset = name

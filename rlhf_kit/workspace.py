@@ -1,9 +1,14 @@
 """The workspace: one directory holding every stage's artefacts, and `ensure(stage)` to hand them between labs.
 
 Layout: `<home>/<preset>-seed<seed>/<stage>/`, where home is $RLHF_KIT_HOME or, by default, the git-ignored
-`workspace/` folder of the repository. A stage directory counts as finished only when it holds `DONE.json`
-(its metrics). Stages are built in a temporary sibling directory and renamed into place at the very end, so
-an interrupted run leaves no half-written artefact that could be mistaken for a finished one.
+`workspace/` folder of the repository; a preset with overrides has its own folder, `<preset>+<hash>-seed<seed>`
+(see `Preset.key`). A stage directory counts as finished only when it holds `DONE.json` (its metrics, the preset
+values and the builder's arguments). Stages are built in a temporary sibling directory and renamed into place at
+the very end, so an interrupted run leaves no half-written artefact that could be mistaken for a finished one.
+
+Rebuilding a stage removes the stages built from its old version, never the learner's own labels (`labels/`,
+`classroom/`); `stale.json` remembers what the removed stages were built with, so that `ensure` trains the reward
+model on the same label files again.
 
     from rlhf_kit.workspace import ensure
     sft_dir = ensure("sft")      # builds world -> base -> sft if any is missing, with progress bars
@@ -11,11 +16,13 @@ an interrupted run leaves no half-written artefact that could be mistaken for a 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import fields, is_dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import Callable
@@ -25,6 +32,9 @@ from .presets import Preset, get_preset
 ENV_VAR = "RLHF_KIT_HOME"
 SEED_VAR = "RLHF_KIT_SEED"
 DONE_FILE = "DONE.json"
+STALE_FILE = "stale.json"       # {removed stage: {"built_from_old": stage, "inputs": its recorded inputs}}
+# The learner's own labels (lab 02's labels/you.jsonl, the classroom's classroom/<name>.jsonl): no build removes them.
+LABEL_DIRS = ("labels", "classroom")
 
 
 class WorkspaceError(RuntimeError):
@@ -82,9 +92,10 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "ppo": ("ppo_",),
 }
 
-# What a learner runs to (re)build a stage by hand.
+# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds the `ppo` stage).
 COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
             "reward": "reward", "ppo": "ppo"}
+LABS = {"world": "00", "base": "00", "sft": "01", "preferences": "02", "reward": "03"}
 
 
 def _builder(stage: str) -> Callable:
@@ -99,7 +110,7 @@ class Workspace:
         self.preset = get_preset(preset)
         self.seed = default_seed() if seed is None else check_seed(seed)
         self.home = Path(home).expanduser() if home is not None else default_home()
-        self.root = self.home / f"{self.preset.name}-seed{self.seed}"
+        self.root = self.home / f"{self.preset.key}-seed{self.seed}"
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -116,6 +127,10 @@ class Workspace:
         path = self.path(stage)
         fix = (f"Run `rlhf-kit {COMMANDS[stage]} --preset {self.preset.name} --seed {self.seed}`, "
                f"or `ensure({stage!r})` in a notebook, to build it.")
+        if self.preset.overrides():      # the command line knows the named presets only
+            overrides = ", ".join(f"{k}={v!r}" for k, v in self.preset.overrides().items())
+            fix = (f"Run `.ensure({stage!r})` on this workspace (preset {self.preset.name!r} with {overrides}) "
+                   f"to build it.")
         if not path.exists():
             raise WorkspaceError(f"The {stage!r} artefact is missing: {path} does not exist. {fix}")
         if not self.is_done(stage):
@@ -151,6 +166,9 @@ class Workspace:
         """Yield a temporary directory; on success, mark it finished and move it into place atomically."""
         target = self.path(stage)
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.preset.overrides() and not (self.root / "preset.json").exists():     # what `lab+3f2a9c` stands for
+            (self.root / "preset.json").write_text(json.dumps(
+                {"preset": self.preset.name, "overrides": self.preset.overrides()}, indent=2) + "\n")
         tmp = self.root / f".{stage}.tmp-{os.getpid()}-{time.time_ns()}"
         tmp.mkdir()
         try:
@@ -171,15 +189,17 @@ class Workspace:
 
     def build(self, stage: str, **kwargs) -> Path:
         """(Re)build `stage`, first ensuring the stages it depends on. kwargs go to the stage builder
-        (for example `callback=` for a live loss curve). Stages built from the old version of `stage` are
-        removed afterwards: they no longer match it, and `ensure` will rebuild them when asked."""
+        (for example `callback=` for a live loss curve) and are recorded in DONE.json as its "inputs". Stages
+        built from the old version of `stage` are removed afterwards, saying so: they no longer match it, and
+        `ensure` will rebuild them when asked. The learner's labels are never removed."""
         _check_stage(stage)
+        builder = _builder(stage)
+        inputs = builder_inputs(builder, kwargs, self.root)     # a misspelt argument fails here, before building
         for dependency in STAGES[stage][0]:
             self.ensure(dependency)
         from .device import seed_everything  # imports torch: only when a stage is built
 
         started = time.perf_counter()
-        builder = _builder(stage)
         with self.writing(stage) as out_dir:
             # Every random generator starts from the workspace's seed, so a stage's artefact depends on the preset,
             # the seed and its inputs only, never on what the process drew before (a notebook kernel's earlier
@@ -188,22 +208,122 @@ class Workspace:
             metrics = builder(self, out_dir, **kwargs)
             metrics = {"stage": stage, "preset": self.preset.name, "seed": self.seed,
                        **metrics, "seconds": round(time.perf_counter() - started, 2),
-                       "settings": self.settings(stage)}
+                       "settings": self.settings(stage), "inputs": inputs}
             (out_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-        for later in downstream(stage):
-            shutil.rmtree(self.path(later), ignore_errors=True)
+        self._remove_downstream(stage)
         return self.path(stage)
 
     def ensure(self, stage: str) -> Path:
         """The finished directory of `stage`, building it (and anything it needs) if missing, incomplete, or built
-        with other preset values (the preset was changed since: say so, then rebuild)."""
+        with other preset values (the preset was changed since: say so, then rebuild). A stage rebuilt that way,
+        or after an earlier stage's rebuild removed it, is trained on the learner's label files it was built with
+        (`extra_stores`), if they still exist."""
         if self.is_done(stage):
             changed = self.changed_settings(stage)
             if not changed:
                 return self.path(stage)
             print(f"Rebuilding {stage!r}: it was built with other {self.preset.name!r} settings ("
                   + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()) + ").", flush=True)
-        return self.build(stage)
+            recorded = json.loads((self.path(stage) / DONE_FILE).read_text()).get("inputs") or {}
+        else:
+            recorded = self.stale().get(stage, {}).get("inputs") or {}
+        stores = [self.root / p for p in recorded.get("extra_stores") or []]
+        kept = [p for p in stores if p.is_file()]
+        if stores:
+            gone = [_relative(p, self.root) for p in stores if not p.is_file()]
+            print(f"Rebuilding {stage!r} with the label files it was built with before: "
+                  + (", ".join(_relative(p, self.root) for p in kept) or "none") + "."
+                  + (f" Gone, so left out: {', '.join(gone)}." if gone else ""), flush=True)
+        return self.build(stage, extra_stores=kept) if kept else self.build(stage)
+
+    def stale(self) -> dict:
+        """{stage: {"built_from_old": stage, "inputs": ...}} for each stage a rebuild removed and nothing rebuilt."""
+        path = self.root / STALE_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _remove_downstream(self, stage: str) -> None:
+        """Remove the stages built from the old `stage`, remember what they were built with, and say so."""
+        stale, removed = self.stale(), []
+        stale.pop(stage, None)
+        for later in downstream(stage):
+            if self.is_done(later):
+                inputs = json.loads((self.path(later) / DONE_FILE).read_text()).get("inputs") or {}
+                stale[later] = {"built_from_old": stage, "inputs": inputs}
+                removed.append(later)
+            shutil.rmtree(self.path(later), ignore_errors=True)
+        path = self.root / STALE_FILE
+        if stale:
+            tmp = path.with_name(f".{STALE_FILE}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(stale, indent=2) + "\n")
+            tmp.replace(path)
+        elif path.exists():
+            path.unlink()
+        if removed:
+            print(self._stale_message(stage, removed, stale), flush=True)
+
+    def _stale_message(self, stage: str, removed: list[str], stale: dict) -> str:
+        """Which stages went stale and what rebuilds them, e.g. "'sft', 'preferences' and 'reward' were built from
+        the old 'base' and were removed; labs 01, 02 and 03 (or `ensure('reward')`) rebuild them. ..." """
+        labs = sorted({LABS[s] for s in removed if s in LABS})
+        how = [("lab " if len(labs) == 1 else "labs ") + _and(labs)] if labs else []
+        how += [f"`rlhf-kit {COMMANDS[s]}`" for s in removed if s not in LABS]
+        last = [s for s in removed if not set(downstream(s)) & set(removed)]
+        message = (f"{_and([repr(s) for s in removed])} {'was' if len(removed) == 1 else 'were'} built from the old "
+                   f"{stage!r} and {'was' if len(removed) == 1 else 'were'} removed; {_and(how)} (or "
+                   f"{_and([f'`ensure({s!r})`' for s in last])}) rebuild {'it' if len(removed) == 1 else 'them'}.")
+        for later in removed:
+            stores = stale[later]["inputs"].get("extra_stores") or []
+            if stores:
+                message += f" `ensure({later!r})` trains {later!r} on the same label files again: {', '.join(stores)}."
+        kept = [f"{name}/" for name in LABEL_DIRS if (self.root / name).is_dir()]
+        if kept:
+            message += f" Your labels in {_and(kept)} are kept."
+        return message
+
+
+def builder_inputs(builder: Callable, kwargs: dict, root: Path) -> dict:
+    """The arguments a stage builder runs with, its defaults included, as DONE.json records them: a function as
+    `module.qualname`, `extra_stores` as resolved file paths (relative to the workspace `root` when inside it, so
+    two workspaces of the same course record the same inputs), a dataclass field by field, other values as they
+    are (their repr if JSON cannot hold them). `callback` only draws, so it is not an input."""
+    signature = inspect.signature(builder)
+    bound = signature.bind(None, None, **kwargs)       # the builder's (ws, out_dir, ...)
+    bound.apply_defaults()
+    arguments = {}
+    for name, value in list(bound.arguments.items())[2:]:
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)
+        else:
+            arguments[name] = value
+    return {name: _describe(name, value, root) for name, value in arguments.items() if name != "callback"}
+
+
+def _describe(name: str, value, root: Path):
+    if name == "extra_stores":
+        return [_relative(Path(getattr(store, "path", store)), root) for store in value]
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _describe(f.name, getattr(value, f.name), root) for f in fields(value)}
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _relative(path: Path, root: Path) -> str:
+    """`path`, resolved, relative to `root` when it lies inside it (labels/you.jsonl), else in full."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _and(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def downstream(stage: str) -> list[str]:

@@ -3,15 +3,12 @@ import pytest
 from rlhf_kit.presets import get_preset
 from rlhf_kit.workspace import Workspace
 
-# A preset smaller than `ci`, so unit tests that need real artefacts build them in seconds.
-MICRO = dict(n_corpus_docs=120, n_demos=60, n_heldout=6, vocab_size=320, n_layer=1, n_head=2, n_embd=32,
-             n_positions=128, pretrain_steps=4, pretrain_batch_size=4, sft_steps=3, sft_batch_size=4,
-             max_new_tokens=16, n_pref_prompts=6, pref_k=3, rm_steps=3, rm_batch_size=4)
-
 
 @pytest.fixture(scope="session")
 def micro_preset():
-    return get_preset("ci", **MICRO)
+    """The `micro` preset: smaller than `ci`, so unit tests that need real artefacts build them in seconds. Its
+    workspace is `<home>/micro-seed0`, so the command line reaches it with `--preset micro`."""
+    return get_preset("micro")
 
 
 @pytest.fixture(scope="session")

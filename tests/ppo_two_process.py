@@ -3,7 +3,7 @@
     python tests/ppo_two_process.py HOME OUT.json
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ppo_two_process.py HOME OUT.json
 
-HOME holds a finished `ci-seed0` workspace (the tests' micro one). The main process writes OUT.json: the number
+HOME holds a finished `micro-seed0` workspace (the tests' one). The main process writes OUT.json: the number
 of processes, every step's statistics (samples and timings left out) and the final policy weights, flattened.
 """
 
@@ -14,14 +14,13 @@ import torch
 from conftest import MICRO  # this script's folder, tests/, is on sys.path
 
 from rlhf_kit.ppo import PPOConfig, PPOTrainer
-from rlhf_kit.presets import get_preset
 from rlhf_kit.workspace import Workspace
 
 CONFIG = PPOConfig(steps=2, batch_size=4, minibatch_size=4, ppo_epochs=2, lr=1e-3, max_new_tokens=8, seed=0)
 
 
 def run(home: str) -> dict:
-    trainer = PPOTrainer.from_workspace(Workspace(get_preset("ci", **MICRO), home, seed=0), CONFIG)
+    trainer = PPOTrainer.from_workspace(Workspace("micro", home, seed=0), CONFIG)
     history = trainer.train()
     weights = torch.cat([p.detach().float().flatten().cpu() for p in trainer.unwrapped_policy.parameters()])
     trainer.close()          # without it a process could abort at exit while the other still held the group

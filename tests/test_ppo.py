@@ -10,7 +10,6 @@ import torch
 from rlhf_kit.cli import main
 from rlhf_kit.models import first_eos_mask, load_causal_lm, row_seeds, sample
 from rlhf_kit.ppo import STAT_KEYS, AdaptiveKLController, PPOConfig, PPODiverged, PPOLosses, PPOTrainer, ValueModel
-from rlhf_kit.presets import PRESETS
 from rlhf_kit.reward import RewardScorer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -215,11 +214,9 @@ def test_one_and_two_processes_give_the_same_run(micro_rm_ws, tmp_path):
     assert (weights_one - weights_two).abs().max() < 1e-4
 
 
-def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, micro_preset, capsys, monkeypatch):
-    """`rlhf-kit ppo --json` on the tests' micro workspace (it lives where the `ci` preset's would; "ci" names
-    the micro preset here, else ensure() would rebuild it at ci size)."""
-    monkeypatch.setitem(PRESETS, "ci", micro_preset)
-    code = main(["ppo", "--preset", "ci", "--workspace", str(micro_rm_ws.home), "--beta", "0.05", "--clip-eps",
+def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, capsys):
+    """`rlhf-kit ppo --json` on the tests' micro workspace."""
+    code = main(["ppo", "--preset", "micro", "--workspace", str(micro_rm_ws.home), "--beta", "0.05", "--clip-eps",
                  "0.2", "--steps", "2", "--json"])
     out = capsys.readouterr().out
     assert code == 0
