@@ -2,7 +2,9 @@
 #   make lab   set everything up, then open the course in JupyterLab on lab 00
 #   make test  set everything up (the browser test's chromium and playwright too), then run the whole test suite,
 #              every notebook included (ci preset)
-.PHONY: lab test setup browser
+# For course authors:
+#   make test-fast  lint and the unit tests not marked slow: no notebooks, no browser (under 2 minutes)
+.PHONY: lab test test-fast setup browser
 
 setup:
 	bash scripts/setup.sh
@@ -15,3 +17,6 @@ lab: setup
 
 test: setup browser
 	bash scripts/test.sh
+
+test-fast: setup
+	bash scripts/test_fast.sh

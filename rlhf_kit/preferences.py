@@ -39,7 +39,16 @@ except ImportError:   # Windows: see _lock
     fcntl = None
 
 if __package__:   # tests/crash_writer.py and concurrent_writer.py load this file alone, outside the package
-    pass
+    from .agreement import (  # noqa: F401  (re-exported)
+        INSTRUCTGPT_AGREEMENT,
+        agreement_panel,
+        cohens_kappa,
+        gold_agreement,
+        kappa_between,
+        majority_vote,
+        merge,
+        pairwise_agreement,
+    )
 
 CHOICES = ("A", "B", "tie", "skip")
 PAIR_FIELDS = ("prompt", "chosen", "rejected")   # TRL's explicit-prompt preference format

@@ -34,16 +34,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Re-exported, so that `from rlhf_kit.world import ...` reaches every part of the toy world (see the docstring).
-from .grammar import (
+from .gold import (  # noqa: F401  (re-exported)
+    SimulatedAnnotator,
+    annotator_prob_a,
+    calibrate_temperature,
+    follows_format,
+    gold_breakdown,
+    gold_reward,
+    reference_pairs,
+    vader_compound,
+)
+from .grammar import (  # noqa: F401  (re-exported)
+    ACTIONS,
+    ASPECTS,
     DEMO_FLAWS,
     GENRES,
+    INTENSIFIERS,
+    MILD,
+    NEGATIVE_ADJECTIVES,
+    NEGATIVE_WORDS,
+    POSITIVE_ADJECTIVES,
+    POSITIVE_WORDS,
+    PROMPT_TEMPLATE,
     SENTIMENTS,
     SUBJECTS,
     Attributes,
     format_prompt,
+    instruction_for,
     make_demo,
     make_review,
+    parse_prompt,
     random_attributes,
+    repetition_rate,
+    subject_noun,
+    words,
 )
 
 HELDOUT_FRACTION = 0.2   # share of (sentiment, genre, subject) combinations never seen in the demos

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 export RLHF_KIT_PRESET=ci HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 export RLHF_KIT_HOME="$(mktemp -d -t rlhf-kit-test-XXXXXX)"
 trap 'rm -rf "$RLHF_KIT_HOME"' EXIT
+.venv/bin/ruff check rlhf_kit tests bench scripts
 .venv/bin/rlhf-kit build-labs --check
 # Build the ci workspace up to the reward model once, first: every notebook reuses these stages, and the
 # browser tests' JupyterLab kernels then only run labs 02 and 04 instead of training models under their time limit.

@@ -11,7 +11,6 @@ import json
 import sys
 
 import torch
-from conftest import MICRO  # this script's folder, tests/, is on sys.path
 
 from rlhf_kit.ppo import PPOConfig, PPOTrainer
 from rlhf_kit.workspace import Workspace

@@ -21,6 +21,7 @@ def ci_home(tmp_path_factory):
     return tmp_path_factory.mktemp("ci-home")
 
 
+@pytest.mark.slow
 def test_sft_ci_json_shows_gold_rising(ci_home):
     """The issue's acceptance check: `rlhf-kit sft --preset ci --json` shows gold after SFT above before."""
     result = run_cli("sft", "--preset", "ci", "--workspace", str(ci_home), "--seed", "0", "--json")
@@ -53,6 +54,7 @@ def test_build_labs_check_passes_on_the_repository():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_collect_then_reward_json(ci_home):
     """`rlhf-kit collect --simulated --pairs N` then `rlhf-kit reward --json`, in the ci preset."""
     result = run_cli("collect", "--simulated", "--pairs", "120", "--preset", "ci", "--workspace", str(ci_home),
@@ -72,6 +74,7 @@ def test_collect_without_simulated_says_how_to_label(tmp_path):
     assert result.returncode == 2 and "--simulated" in result.stderr and "lab 02" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_chain_in_another_process(ci_home):
     """Same preset and seed, same course: the ci chain that the commands above built in their own processes has the
     same metrics, timings aside, in every stage they share with the test suite's workspace (scripts/test.sh

@@ -191,6 +191,7 @@ def test_nan_loss_mid_update_restores_the_policy(micro_rm_ws):
     assert all(torch.equal(now[k], v) for k, v in before.items())
 
 
+@pytest.mark.slow
 def test_one_and_two_processes_give_the_same_run(micro_rm_ws, tmp_path):
     """Two CPU processes (torch.distributed, gloo) split each batch; the run matches the one-process run."""
     script = os.path.join(REPO, "tests", "ppo_two_process.py")
@@ -214,15 +215,23 @@ def test_one_and_two_processes_give_the_same_run(micro_rm_ws, tmp_path):
     assert (weights_one - weights_two).abs().max() < 1e-4
 
 
-def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, capsys):
-    """`rlhf-kit ppo --json` on the tests' micro workspace."""
-    code = main(["ppo", "--preset", "micro", "--workspace", str(micro_rm_ws.home), "--beta", "0.05", "--clip-eps",
-                 "0.2", "--steps", "2", "--json"])
+def test_cli_ppo_json_reports_before_and_after(micro_rm_ws, capsys, tmp_path):
+    """`rlhf-kit ppo --json` on a copy of the tests' micro workspace (it builds the `ppo` stage, which the shared
+    workspace must not gain), and the stage it leaves behind."""
+    import shutil
+
+    shutil.copytree(micro_rm_ws.root, tmp_path / micro_rm_ws.root.name)
+    code = main(["ppo", "--preset", "micro", "--workspace", str(tmp_path), "--beta", "0.05", "--clip-eps",
+                 "0.2", "--steps", "2", "--json", "--save", str(tmp_path / "saved")])
     out = capsys.readouterr().out
     assert code == 0
     metrics = json.loads(out.strip().splitlines()[-1])
     for key in ("gold_before", "gold_after", "proxy_before", "proxy_after", "kl", "seconds"):
         assert math.isfinite(metrics[key]), key
+    stage = tmp_path / micro_rm_ws.root.name / "ppo"
+    assert metrics["config"]["beta"] == 0.05 and json.loads((stage / "DONE.json").read_text())["steps"] == 2
+    policy, _ = load_causal_lm(tmp_path / "saved")                # --save copied the stage: a loadable policy
+    assert (tmp_path / "saved" / "ppo.json").is_file() and policy is not None
     assert metrics["steps"] == 2 and metrics["beta"] == 0.05
 
 

@@ -11,6 +11,8 @@ import time
 import warnings
 from pathlib import Path
 
+import pytest
+
 from rlhf_kit.preferences import PreferenceStore
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -41,6 +43,7 @@ def run_and_kill(path: Path, trial: int, delay: float, log: Path) -> list[int]:
     return acked
 
 
+@pytest.mark.slow
 def test_no_acknowledged_decision_is_lost_when_the_writer_is_killed(tmp_path):
     store = PreferenceStore(tmp_path / "student.jsonl")
     acked_ids, in_flight, lost, torn = set(), set(), [], 0
