@@ -11,8 +11,9 @@ import json
 import random
 from pathlib import Path
 
-from .models import generate, load_causal_lm
+from .models import load_causal_lm
 from .preferences import INSTRUCTGPT_AGREEMENT, PreferenceStore, pair_id
+from .sampling import generate
 from .world import SimulatedAnnotator, calibrate_temperature, gold_reward, load_world, training_prompts
 
 SIMULATED = "simulated"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .models import generate
+from .sampling import generate
 from .world import follows_format, gold_reward
 
 
@@ -38,7 +38,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def score_policy(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 0.7,
                  seed: int = 0, reward_fn: Callable | None = None) -> dict:
-    """Sample one response per prompt (`models.generate`) and score it: see `summarise`."""
+    """Sample one response per prompt (`sampling.generate`) and score it: see `summarise`."""
     responses = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                          seed=seed)
     return summarise(score_samples(prompts, responses, reward_fn))

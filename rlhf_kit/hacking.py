@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from . import world
 from .evaluate import score_samples
-from .models import generate, load_causal_lm
+from .models import load_causal_lm
 from .ppo import PPOConfig, PPOTrainer
 from .reward import RewardScorer
+from .sampling import generate
 from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, load_world, parse_prompt, words
 
 TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")

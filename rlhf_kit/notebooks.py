@@ -150,16 +150,3 @@ def build_labs(solutions_dir="solutions", labs_dir="labs", check=False) -> list[
             if not check:
                 extra.unlink()
     return sorted(stale)
-
-
-def strip_outputs(path) -> bool:
-    """Clear outputs, execution counts and widget state of the notebook at `path` in place.
-
-    Returns True if the file was rewritten, False if it was already clean (and was left untouched).
-    """
-    nb = nbformat.read(path, as_version=4)
-    if not _clear_outputs(nb):
-        return False
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        nbformat.write(nb, f)
-    return True

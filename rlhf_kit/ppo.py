@@ -49,7 +49,8 @@ from .configs import PPOConfig
 from .device import autocast, pick_device, seed_everything
 from .distributed import Distributed
 from .evaluate import score_samples, summarise
-from .models import Rollout, check_tokenizer, disable_dropout, generate, load_causal_lm, row_seeds, sample
+from .models import check_tokenizer, disable_dropout, load_causal_lm
+from .sampling import Rollout, generate, row_seeds, sample
 from .training import adamw, tail_mean
 from .value import ValueModel
 from .world import gold_reward, heldout_prompts, load_world, training_prompts
@@ -388,7 +389,7 @@ class PPOTrainer:
     def evaluate(self, prompts: list[str], temperature: float | None = None, seed: int | None = None) -> dict:
         """`evaluate.score_policy` of the policy as it is now, with the trainer's reward model, over all processes:
         one sample per prompt at `temperature` (default config.eval_temperature; 0 is greedy), from the same random
-        streams as `models.generate` with the same seed, so every before/after differs only by the policy.
+        streams as `sampling.generate` with the same seed, so every before/after differs only by the policy.
 
         Returns {"proxy", "gold", "format_rate", "samples": [{"prompt", "response", "proxy", "gold", "format_ok"}]}.
         """

@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 
 from .configs import REWARD_MAX_LEN, RewardConfig
 from .device import autocast, pick_device, seed_everything
+from .evaluate import score_samples
 from .losses import bradley_terry_loss, rewards_at_last_token
-from .models import check_tokenizer, disable_dropout, generate, load_causal_lm
+from .models import check_tokenizer, disable_dropout, load_causal_lm
+from .sampling import generate
 from .training import adamw, batches, optimizer_step, right_pad, tail_mean, trl_cpu_args
 from .world import gold_reward, heldout_prompts, load_world
 
@@ -244,6 +246,8 @@ def ood_probe(scorer: RewardScorer, prompts: list[str], seed: int = 0) -> list[d
     Kinds: a clean on-request review; the requested sentiment word looped; the review with its last sentence
     repeated three times; a run-on of three reviews; the review cut off mid-sentence. A reward model that ranks a
     kind high while the gold reward ranks it low has a blind spot that PPO can find.
+
+    Returns [{"kind", "prompt", "response", "proxy", "gold", "format_ok"}] (`evaluate.score_samples`'s rows).
     """
     from .world import make_review, parse_prompt
 
@@ -263,11 +267,8 @@ def ood_probe(scorer: RewardScorer, prompts: list[str], seed: int = 0) -> list[d
         }
         for kind, response in kinds.items():
             rows.append({"kind": kind, "prompt": prompt, "response": response})
-    rewards = scorer([r["prompt"] for r in rows], [r["response"] for r in rows])
-    for row, reward in zip(rows, rewards.tolist()):
-        row["reward"] = reward
-        row["gold"] = gold_reward(row["prompt"], row["response"])
-    return rows
+    scored = score_samples([r["prompt"] for r in rows], [r["response"] for r in rows], scorer)
+    return [{"kind": row["kind"], **score} for row, score in zip(rows, scored)]
 
 
 def train_reward_with_trl(sft_dir, rows: list[dict], config: RewardConfig, output_dir=None):

@@ -4,8 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, ViTConfig
 
-from rlhf_kit.models import check_tokenizer, generate, load_causal_lm, tiny_gpt2, train_tokenizer
+from rlhf_kit.models import check_tokenizer, load_causal_lm, tiny_gpt2, train_tokenizer
 from rlhf_kit.pretrain import pretrain, token_stream
+from rlhf_kit.sampling import generate
 from rlhf_kit.world import build_world
 
 TEXTS = ["This comedy about a dog is a delight!", "A dull horror film about a robot.",

@@ -4,7 +4,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from rlhf_kit.notebooks import build_labs, lab_from_solution, strip_outputs
+from rlhf_kit.notebooks import build_labs, lab_from_solution
 
 FUNCTION_CELL = '''\
 def sft_loss(logits, input_ids, response_mask):
@@ -130,15 +130,3 @@ def test_check_reports_stale_missing_and_extra_without_writing(tmp_path):
     assert build_labs(solutions, labs) == ["01_sft.ipynb", "02_rm.ipynb", "99_old.ipynb"]
     assert sorted(path.name for path in labs.iterdir()) == ["01_sft.ipynb", "02_rm.ipynb", "03_ppo.ipynb"]
     assert build_labs(solutions, labs, check=True) == []
-
-
-def test_strip_outputs(tmp_path):
-    path = tmp_path / "nb.ipynb"
-    nbformat.write(solution_notebook(), path)
-
-    assert strip_outputs(path) is True
-    cell = nbformat.read(path, as_version=4).cells[-1]
-    assert cell.outputs == [] and cell.execution_count is None
-    clean = path.read_bytes()
-    assert strip_outputs(path) is False
-    assert path.read_bytes() == clean

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from rlhf_kit.cli import main
-from rlhf_kit.models import first_eos_mask, load_causal_lm, row_seeds, sample
+from rlhf_kit.models import load_causal_lm
 from rlhf_kit.ppo import STAT_KEYS, AdaptiveKLController, PPOConfig, PPODiverged, PPOLosses, PPOTrainer, ValueModel
 from rlhf_kit.reward import RewardScorer
+from rlhf_kit.sampling import first_eos_mask, row_seeds, sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = "### Instruction:\nWrite a positive review of a comedy about a dog.\n### Response:\n"
@@ -130,7 +131,7 @@ def test_ppo_runs_the_losses_it_is_given(micro_rm_ws):
 def test_evaluate_samples_what_generate_samples(micro_rm_ws):
     """One sampler: the trainer's evaluation of the SFT policy is `models.generate` with the same seed, so the
     sft stage's "after" and PPO's "before" are the same measurement."""
-    from rlhf_kit.models import generate
+    from rlhf_kit.sampling import generate
 
     trainer = _trainer(micro_rm_ws)
     prompts = [PROMPT, PROMPT.replace("dog", "robot"), PROMPT]
@@ -138,6 +139,16 @@ def test_evaluate_samples_what_generate_samples(micro_rm_ws):
     expected = generate(trainer.unwrapped_policy, trainer.tokenizer, prompts, TINY["max_new_tokens"], 0.7, seed=5,
                         batch_size=2)
     assert [row["response"] for row in result["samples"]] == expected
+
+
+def test_one_sft_number_the_sft_stage_and_ppo_before_agree(micro_rm_ws):
+    """The sft stage's "after" and PPO's "before" on the held-out prompts are one measurement of one policy."""
+    from rlhf_kit.world import heldout_prompts, load_world
+
+    trainer = PPOTrainer.from_workspace(micro_rm_ws)
+    before = trainer.evaluate(heldout_prompts(load_world(micro_rm_ws.path("world"))))
+    assert round(before["gold"], 4) == micro_rm_ws.metrics("sft")["gold_after"]
+    assert round(before["format_rate"], 4) == micro_rm_ws.metrics("sft")["format_rate_after"]
 
 
 def test_a_prompts_sample_does_not_depend_on_its_batch(micro_rm_ws):

@@ -52,12 +52,12 @@ def calibration_plot(bins: list[dict], title: str = "calibration on held-out pai
 def probe_plot(rows: list[dict], title: str = "reward model vs gold, by kind of response") -> Plot:
     """Mean normalised reward-model score and mean gold reward for each kind of probe response."""
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
-    reward = [sum(r["reward"] for r in rows if r["kind"] == k) / sum(r["kind"] == k for r in rows) for k in kinds]
+    proxy = [sum(r["proxy"] for r in rows if r["kind"] == k) / sum(r["kind"] == k for r in rows) for k in kinds]
     gold = [sum(r["gold"] for r in rows if r["kind"] == k) / sum(r["kind"] == k for r in rows) for k in kinds]
     fig = Figure(figsize=(7, 3))
     ax = fig.subplots()
     x = range(len(kinds))
-    ax.bar([i - 0.2 for i in x], reward, width=0.4, label="reward model (normalised)", color="#4c72b0")
+    ax.bar([i - 0.2 for i in x], proxy, width=0.4, label="reward model (normalised)", color="#4c72b0")
     ax.bar([i + 0.2 for i in x], gold, width=0.4, label="gold reward", color="#55a868")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(list(x), kinds, fontsize=8)
