@@ -323,13 +323,10 @@ class PreferenceStore:
         c = Counter(d["choice"] for d in self.load())
         return {**{k: c[k] for k in CHOICES}, "total": sum(c.values())}
 
-    def to_dataset(self):
-        """The A/B decisions as a `datasets.Dataset` with columns prompt, chosen, rejected, annotator, pair_id."""
-        return self.export()[0]
-
     def export(self):
-        """(dataset, {"pairs", "ties", "skips"}): `to_dataset`'s data set, and how many decisions went into it
-        and how many ties and skips were left out (a tie or a skip says nothing about which response is better)."""
+        """(dataset, {"pairs", "ties", "skips"}): the A/B decisions as a `datasets.Dataset` with columns prompt,
+        chosen, rejected, annotator, pair_id, and how many decisions went into it and how many ties and skips were
+        left out (a tie or a skip says nothing about which response is better)."""
         from datasets import Dataset, Features, Value  # imported here: recording must not wait for it
 
         decisions = self.load()
