@@ -23,7 +23,11 @@ def ci_home(tmp_path_factory):
 
 @pytest.mark.slow
 def test_sft_ci_json_shows_gold_rising(ci_home):
-    """The issue's acceptance check: `rlhf-kit sft --preset ci --json` shows gold after SFT above before."""
+    """`rlhf-kit pretrain` then `rlhf-kit sft --preset ci --json`: gold after SFT above before. (In this order:
+    pretraining after SFT would rebuild the base model and remove the SFT model built from the old one.)"""
+    result = run_cli("pretrain", "--preset", "ci", "--workspace", str(ci_home), "--seed", "0", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["stage"] == "base"
     result = run_cli("sft", "--preset", "ci", "--workspace", str(ci_home), "--seed", "0", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
@@ -31,11 +35,6 @@ def test_sft_ci_json_shows_gold_rising(ci_home):
         assert key in metrics
     assert metrics["gold_after"] > metrics["gold_before"] + 0.5, metrics
     assert metrics["format_rate_after"] > metrics["format_rate_before"], metrics
-    # pretrain then reuses the world and writes its own JSON
-    # pretrain rebuilds the base model in place and reuses the world
-    result = run_cli("pretrain", "--preset", "ci", "--workspace", str(ci_home), "--json")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1])["stage"] == "base"
 
 
 def test_unknown_preset_from_environment_is_one_clear_error(tmp_path):
