@@ -161,9 +161,9 @@ def run(ws, steps: int, batch: int | None = None, generations: int = 4, max_new_
     import torch
 
     from rlhf_kit.device import describe_device, pick_device
-    from rlhf_kit.ppo import PPOConfig, training_prompts
+    from rlhf_kit.ppo import PPOConfig
     from rlhf_kit.reward import RewardScorer
-    from rlhf_kit.world import load_world
+    from rlhf_kit.world import load_world, training_prompts
 
     p = ws.preset
     batch = batch or p.ppo_batch_size
