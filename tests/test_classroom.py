@@ -201,6 +201,32 @@ def test_pool_of_what_the_widget_wrote_and_its_command_line(tmp_path, capsys):
     assert printed["agreement"][0]["annotators"] == ["ada", "bob"] and "pooled" not in printed
 
 
+def test_pool_pools_every_readable_file_and_lists_the_unreadable_ones(tmp_path, capsys):
+    p = make_pairs(3)
+    for name, choice in (("alice", "A"), ("bob", "B"), ("dave", "A")):
+        record(PreferenceStore(tmp_path / f"{name}.jsonl"), p[0], choice, name)
+    with open(tmp_path / "bob.jsonl", "a") as f:
+        f.write("garbage from an editor\n{}\n")                # damaged by hand: its line 2 is not JSON
+    (tmp_path / "carol.jsonl").write_bytes(b"\xff\xfe not utf-8\n")
+    conflicting = PreferenceStore(tmp_path / "erin.jsonl")         # pair 0's id on other texts
+    conflicting.record(p[0]["pair_id"], "another prompt", "x", "y", "A", "erin")
+    (tmp_path / "folder.jsonl").mkdir()                            # not a file at all
+
+    s = pool(tmp_path)
+    assert s["annotators"] == ["alice", "dave"] and s["agreement"][0]["agreement"] == 1.0
+    problems = {row["file"].name: row["problem"] for row in s["unreadable"]}
+    assert sorted(problems) == ["bob.jsonl", "carol.jsonl", "erin.jsonl", "folder.jsonl"]
+    assert "bob.jsonl line 2 is not valid JSON" in problems["bob.jsonl"]
+    assert "carol.jsonl line 1 is not valid JSON" in problems["carol.jsonl"]
+    assert "names different texts" in problems["erin.jsonl"]
+
+    assert classroom.main([str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["annotators"] == ["alice", "dave"]
+    assert f"left out {tmp_path / 'bob.jsonl'}: " in out.err and "pooled 2 of 6 label files" in out.err
+    assert "Traceback" not in out.err
+
+
 # ----------------------------------------------------------------------------------- the notebook's inputs
 def test_inputs_from_the_environment(tmp_path, monkeypatch):
     pairs = make_pairs(3)

@@ -27,7 +27,7 @@ The notebook reads its inputs from the environment (see `classroom_pairs`, `clas
 Everyone gets the pairs in the same order, so with a budget every student labels the same first pairs and the
 agreement numbers of `pool` compare as many shared pairs as possible.
 
-Run `python -m rlhf_kit.ui.classroom DIR` to print `pool(DIR)` as JSON.
+Run `python -m rlhf_kit.ui.classroom DIR` to print `pool(DIR)` as JSON (files it cannot read are listed on stderr).
 """
 
 from __future__ import annotations
@@ -217,9 +217,11 @@ class ClassroomCollector:
 
 # --------------------------------------------------------------------------------------- the instructor
 def pool(labels_dir) -> dict:
-    """Pool every `*.jsonl` label file in `labels_dir` (with `rlhf_kit.preferences.merge`) and compare annotators.
+    """Pool every readable `*.jsonl` label file in `labels_dir` (with `rlhf_kit.preferences.merge`) and compare
+    annotators. A file that cannot be read (damaged by hand, unreadable) is listed, not pooled: the rest still is.
 
         files        the label files, sorted
+        unreadable   [{"file", "problem"}] for each file left out, with what is wrong with it
         annotators   everyone with at least one standing decision, sorted
         decisions    annotator -> {"A", "B", "tie", "skip", "total", "autopilot"}: standing decisions (undone
                      ones left out; autopilot = how many of them the simulated annotator made)
@@ -235,7 +237,8 @@ def pool(labels_dir) -> dict:
         raise FileNotFoundError(f"no classroom labels at {labels_dir}: it is created when the first student "
                                 f"presses Start (see scripts/classroom.sh)")
     files = sorted(p for p in labels_dir.glob("*.jsonl") if not p.name.startswith("."))
-    pooled = merge(files) if files else []
+    unreadable = []
+    pooled = merge(files, unreadable)
     annotators = sorted({d["annotator"] for d in pooled})
     decisions = {}
     for a in annotators:
@@ -254,7 +257,8 @@ def pool(labels_dir) -> dict:
         values = [row[key] for row in agreement if not math.isnan(row[key])]
         return sum(values) / len(values) if values else math.nan
 
-    return {"files": files, "annotators": annotators, "decisions": decisions, "agreement": agreement,
+    return {"files": files, "unreadable": [{"file": path, "problem": why} for path, why in unreadable],
+            "annotators": annotators, "decisions": decisions, "agreement": agreement,
             "mean_agreement": mean("agreement"), "mean_kappa": mean("kappa"), "majority": majority_vote(pooled),
             "pooled": pooled}
 
@@ -339,6 +343,11 @@ def main(argv=None) -> int:
     summary = pool(argv[0])
     summary.pop("pooled")
     print(json.dumps(_jsonable(summary), indent=2, ensure_ascii=False))
+    for row in summary["unreadable"]:
+        print(f"left out {row['file']}: {row['problem']}", file=sys.stderr)
+    if summary["unreadable"]:
+        print(f"pooled {len(summary['files']) - len(summary['unreadable'])} of {len(summary['files'])} label files; "
+              f"fix or move the files above and run this again to include them", file=sys.stderr)
     return 0
 
 
