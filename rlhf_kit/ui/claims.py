@@ -78,6 +78,8 @@ def _started(pid: int) -> float | None:
         return process.create_time()
     except psutil.NoSuchProcess:
         raise ProcessLookupError(pid) from None
+    except psutil.AccessDenied:
+        raise PermissionError(pid) from None
 
 
 def is_live(claim: dict) -> bool:
