@@ -148,12 +148,12 @@ class Page:
     """One student's page: GET it (Voila runs the notebook in a new kernel), then drive its widgets over the
     kernel's websocket as the browser would (ipywidgets message protocol 2, control protocol 1)."""
 
-    def __init__(self, address: str, log_path: Path, token: str = ""):
+    def __init__(self, address: str, log_path: Path, token: str = "", timeout_s: float = START_TIMEOUT_S):
         from websockets.sync.client import connect
 
         self.address, self.token = address, token
         query = f"?token={urllib.parse.quote(token)}" if token else ""
-        self.status, self.html, self.cookies = get(f"http://{address}/{query}")
+        self.status, self.html, self.cookies = get(f"http://{address}/{query}", timeout=timeout_s)
         assert self.status == 200, f"the page answered {self.status}:\n{self.html[-2000:]}"
         found = re.search(r'"kernelId": "([0-9a-f-]+)"', self.html)
         assert found, f"no kernelId in the Voila page:\n{self.html[-3000:]}\n{log_path.read_text()[-3000:]}"
@@ -162,12 +162,12 @@ class Page:
         self.ws = self._closing.enter_context(connect(
             f"ws://{address}/api/kernels/{self.kernel_id}/channels?session_id={self.session}"
             + (f"&token={urllib.parse.quote(token)}" if token else ""), max_size=None,
-            open_timeout=MESSAGE_TIMEOUT_S))
+            open_timeout=timeout_s))
         control = uuid.uuid4().hex
         self._send("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
                    metadata={"version": "1.0.0"})
         self._send("comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
-        self.wait(lambda: self.states, "the widgets' state")
+        self.wait(lambda: self.states, "the widgets' state", timeout_s)
 
     def _send(self, msg_type: str, content: dict, metadata=None):
         header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "student", "session": self.session,
@@ -224,14 +224,14 @@ class Page:
         self._closing.close()
 
     def close(self):
-        """What closing the tab does: drop the websocket and tell Voila to shut the kernel down (Voila's page
-        sends the same request, with its _xsrf cookie, on `beforeunload`)."""
+        """What closing the tab does: drop the websocket and send what Voila's page sends on `beforeunload`, a
+        POST to shut the kernel down with the page's cookies (login, _xsrf) and its _xsrf as a form field."""
         self.disconnect()
-        xsrf = self.cookies.get("_xsrf", "")
-        query = f"?token={urllib.parse.quote(self.token)}" if self.token else ""
+        assert "_xsrf" in self.cookies, "the page set no _xsrf cookie, so closing it cannot shut its kernel down"
         request = urllib.request.Request(
-            f"http://{self.address}/voila/api/shutdown/{self.kernel_id}{query}", method="POST",
-            data=urllib.parse.urlencode({"_xsrf": xsrf}).encode(),
-            headers={"Cookie": f"_xsrf={xsrf}", "Content-Type": "application/x-www-form-urlencoded"})
+            f"http://{self.address}/voila/api/shutdown/{self.kernel_id}", method="POST",
+            data=urllib.parse.urlencode({"_xsrf": self.cookies["_xsrf"]}).encode(),
+            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
+                     "Content-Type": "application/x-www-form-urlencoded"})
         with urllib.request.urlopen(request, timeout=MESSAGE_TIMEOUT_S) as response:
             assert response.status == 204, response.status
