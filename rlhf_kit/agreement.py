@@ -20,11 +20,13 @@ INSTRUCTGPT_AGREEMENT = 0.73   # how often InstructGPT's labellers agreed with e
 
 
 # ----------------------------------------------------------------------------------------------------- pooling
-def merge(paths) -> list[dict]:
+def merge(paths, unreadable: list | None = None) -> list[dict]:
     """The effective decisions of several stores, one after the other (each keeps its annotator).
 
     Agreement compares choices by pair_id, so a pair_id must name the same ordered (prompt, response_a,
-    response_b) everywhere: ValueError otherwise, and FileNotFoundError for a missing file.
+    response_b) everywhere: ValueError otherwise, and FileNotFoundError for a missing file. With a list as
+    `unreadable`, a file that cannot be read (missing, damaged, or disagreeing with an earlier file about a pair)
+    is left out instead, and (path, why) is appended to the list: the other files are still pooled.
     """
     from .preferences import PreferenceStore  # here, not at the top: preferences imports this module
 
@@ -32,16 +34,24 @@ def merge(paths) -> list[dict]:
         paths = [paths]
     pooled, pairs = [], {}
     for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no preference file at {path}")
-        for d in PreferenceStore(path).load():
-            pair = (d["prompt"], d["response_a"], d["response_b"])
-            first_pair, first_path = pairs.setdefault(d["pair_id"], (pair, path))
-            if pair != first_pair:
-                raise ValueError(f"pair_id {d['pair_id']!r} names different texts (or A and B swapped) in {path} "
-                                 f"and in {first_path}; give each ordered pair its own id with "
-                                 f"pair_id(prompt, response_a, response_b)")
-            pooled.append(d)
+        try:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no preference file at {path}")
+            decisions, known = PreferenceStore(path).load(), dict(pairs)
+            for d in decisions:
+                pair = (d["prompt"], d["response_a"], d["response_b"])
+                first_pair, first_path = known.setdefault(d["pair_id"], (pair, path))
+                if pair != first_pair:
+                    raise ValueError(f"pair_id {d['pair_id']!r} names different texts (or A and B swapped) in "
+                                     f"{path} and in {first_path}; give each ordered pair its own id with "
+                                     f"pair_id(prompt, response_a, response_b)")
+        except (OSError, ValueError) as error:
+            if unreadable is None:
+                raise
+            unreadable.append((Path(path), str(error)))
+            continue
+        pairs = known
+        pooled += decisions
     return pooled
 
 

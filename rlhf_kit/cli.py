@@ -9,7 +9,7 @@ import shutil
 import sys
 
 from .presets import PRESETS
-from .workspace import Workspace, WorkspaceError
+from .workspace import Workspace, WorkspaceError, check_seed
 
 # subcommand -> (workspace stage it (re)builds, help)
 TRAINING = {
@@ -74,13 +74,20 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
             print(f"{key:>22}: {value}")
 
 
-def _ppo_options(args, ws) -> dict:
-    """The PPOConfig fields the flags override, checked before anything is built (PPOConfig names a bad value)."""
-    from .ppo import PPOConfig
+PPO_FLAGS = {"beta": "--beta", "clip_eps": "--clip-eps", "steps": "--steps", "lr": "--lr"}
 
-    overrides = {key: value for key, value in (("beta", args.beta), ("clip_eps", args.clip_eps),
-                                                ("steps", args.steps), ("lr", args.lr)) if value is not None}
-    PPOConfig.from_preset(ws.preset, ws.seed, **overrides)
+
+def _ppo_options(args, ws) -> dict:
+    """The PPOConfig fields the flags override, checked before anything is built (PPOConfig names a bad value;
+    the error starts with the flag that set it)."""
+    from .configs import PPOConfig
+
+    overrides = {key: getattr(args, key) for key in PPO_FLAGS if getattr(args, key) is not None}
+    try:
+        PPOConfig.from_preset(ws.preset, ws.seed, **overrides)
+    except ValueError as error:
+        flags = [f"{PPO_FLAGS[key]} {overrides[key]}" for key in overrides if f"PPOConfig.{key}" in str(error)]
+        raise ValueError(f"{', '.join(flags)}: {error}" if flags else str(error)) from None
     return overrides
 
 
@@ -97,10 +104,13 @@ def _build_ppo(ws, overrides: dict) -> None:
 def _course(args) -> int:
     """`rlhf-kit course`: exit status 0 when every lab passed, 1 otherwise."""
     from .course import parse_labs, run_course
-    from .workspace import check_seed, default_seed
+    from .workspace import default_home, default_seed, home_problem
 
     seed = default_seed() if args.seed is None else check_seed(args.seed, "--seed")
     labs = parse_labs(args.labs) if args.labs else None
+    problem = home_problem(args.workspace or default_home())
+    if problem:
+        raise WorkspaceError(problem)
     result = run_course(args.preset, seed, labs, home=args.workspace, timeout=args.timeout,
                         progress=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True))
     if args.json:
@@ -131,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "course":
             return _course(args)
         stage = TRAINING[args.command][0]
-        ws = Workspace(args.preset, args.workspace, args.seed)
+        ws = Workspace(args.preset, args.workspace, None if args.seed is None else check_seed(args.seed, "--seed"))
+        ws.check_home()
         options = {}
         if args.command == "collect":
             if not args.simulated:

@@ -74,14 +74,15 @@ def collect(workspace: str | os.PathLike | None = None) -> list[dict]:
     rows.append(_row("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "unset"), "ok" if offline else "warn",
                      "set HF_HUB_OFFLINE=1: the course never downloads from a hub (importing rlhf_kit sets it)"))
 
-    from .workspace import default_home
+    from .workspace import default_home, home_problem
 
     home = Path(workspace).expanduser() if workspace else default_home()
     existing = home
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     free_gib = shutil.disk_usage(existing).free / 2**30
-    rows.append(_row("workspace", home))
+    problem = home_problem(home)
+    rows.append(_row("workspace", home, "fail" if problem else "ok", problem or ""))
     rows.append(_row("free space", f"{free_gib:.1f} GiB", "ok" if free_gib >= 1 else "warn",
                      "less than 1 GiB free where the workspace lives: set RLHF_KIT_HOME to a roomier place"))
     return rows

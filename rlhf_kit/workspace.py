@@ -51,6 +51,27 @@ def default_home() -> Path:
     return Path.home() / ".cache" / "rlhf-kit"
 
 
+def home_problem(home) -> str | None:
+    """Why `home` cannot hold a workspace, in one line naming the path; None when it can: it is a folder this user
+    can write in, or it can be created (its nearest existing parent is such a folder)."""
+    home = Path(home).expanduser()
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    fix = f"set ${ENV_VAR} (or --workspace) to a folder you can write in"
+    if not existing.is_dir():
+        where = "is a file" if existing == home else f"cannot be created, because {existing} is a file"
+        return f"the workspace home {home} {where}, not a folder: {fix}."
+    if not _writable(existing):
+        where = "" if existing == home else f" (it would be created in {existing})"
+        return f"the workspace home {home} is not writable by this user{where}: {fix}."
+    return None
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def check_seed(seed, source: str = "seed") -> int:
     """`seed` as an int in [0, 2**32), or a ValueError naming `source` and the accepted values."""
     try:
@@ -120,7 +141,27 @@ class Workspace:
         return self.root / stage
 
     def is_done(self, stage: str) -> bool:
-        return (self.path(stage) / DONE_FILE).is_file()
+        return self.done_record(stage)[0] is not None
+
+    def done_record(self, stage: str) -> tuple[dict | None, str]:
+        """(what the stage's DONE.json records, "") for a finished stage; (None, "") when it has no DONE.json;
+        (None, what is wrong with it) when it is damaged (truncated, garbage, not a JSON object, or its
+        "settings"/"inputs" not objects): such a stage counts as unfinished, and `ensure` rebuilds it."""
+        path = self.path(stage) / DONE_FILE
+        try:
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            return None, ""
+        except OSError as error:                          # e.g. a folder named DONE.json, or unreadable
+            return None, f"cannot be read ({error.strerror or error})"
+        except ValueError as error:                       # JSONDecodeError (truncated, garbage), UnicodeDecodeError
+            return None, f"is not valid JSON ({error})"
+        if not isinstance(record, dict):
+            return None, f"holds {_json_type(record)}, not a JSON object"
+        for key in ("settings", "inputs"):
+            if record.get(key) is not None and not isinstance(record[key], dict):
+                return None, f"has {_json_type(record[key])} as {key!r}, not a JSON object"
+        return record, ""
 
     def require(self, stage: str) -> Path:
         """The finished directory of `stage`, or a WorkspaceError that says what to run."""
@@ -133,6 +174,10 @@ class Workspace:
                    f"to build it.")
         if not path.exists():
             raise WorkspaceError(f"The {stage!r} artefact is missing: {path} does not exist. {fix}")
+        _, problem = self.done_record(stage)
+        if problem:
+            raise WorkspaceError(f"The {stage!r} artefact at {path} is damaged: {path / DONE_FILE} {problem}. This "
+                                 f"stage will be rebuilt by `ensure({stage!r})`; or {fix[0].lower()}{fix[1:]}")
         if not self.is_done(stage):
             raise WorkspaceError(
                 f"The {stage!r} artefact at {path} is incomplete (no {DONE_FILE}): an earlier run was "
@@ -152,18 +197,26 @@ class Workspace:
     def changed_settings(self, stage: str) -> dict:
         """{field: (recorded, now)} for a finished stage built with other preset values; {} if none (or if its
         DONE.json records none: hand-made or from an older kit)."""
-        recorded = json.loads((self.path(stage) / DONE_FILE).read_text()).get("settings")
+        recorded = (self.done_record(stage)[0] or {}).get("settings")
         if recorded is None:
             return {}
         now = self.settings(stage)
         return {k: (recorded.get(k), v) for k, v in now.items() if recorded.get(k) != v}
 
     def metrics(self, stage: str) -> dict:
-        return json.loads((self.require(stage) / DONE_FILE).read_text())
+        self.require(stage)
+        return self.done_record(stage)[0]
+
+    def check_home(self) -> None:
+        """WorkspaceError (one line naming the path) if nothing can be built here: see `home_problem`."""
+        problem = home_problem(self.home)
+        if problem:
+            raise WorkspaceError(problem[0].upper() + problem[1:])
 
     @contextmanager
     def writing(self, stage: str):
         """Yield a temporary directory; on success, mark it finished and move it into place atomically."""
+        self.check_home()
         target = self.path(stage)
         self.root.mkdir(parents=True, exist_ok=True)
         if self.preset.overrides() and not (self.root / "preset.json").exists():     # what `lab+3f2a9c` stands for
@@ -193,6 +246,7 @@ class Workspace:
         built from the old version of `stage` are removed afterwards, saying so: they no longer match it, and
         `ensure` will rebuild them when asked. The learner's labels are never removed."""
         _check_stage(stage)
+        self.check_home()                                       # an unusable home fails here, before building
         builder = _builder(stage)
         inputs = builder_inputs(builder, kwargs, self.root)     # a misspelt argument fails here, before building
         for dependency in STAGES[stage][0]:
@@ -218,14 +272,17 @@ class Workspace:
         with other preset values (the preset was changed since: say so, then rebuild). A stage rebuilt that way,
         or after an earlier stage's rebuild removed it, is trained on the learner's label files it was built with
         (`extra_stores`), if they still exist."""
-        if self.is_done(stage):
+        record, problem = self.done_record(stage)
+        if record is not None:
             changed = self.changed_settings(stage)
             if not changed:
                 return self.path(stage)
             print(f"Rebuilding {stage!r}: it was built with other {self.preset.name!r} settings ("
                   + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()) + ").", flush=True)
-            recorded = json.loads((self.path(stage) / DONE_FILE).read_text()).get("inputs") or {}
+            recorded = record.get("inputs") or {}
         else:
+            if problem:
+                print(f"{self.path(stage) / DONE_FILE} {problem}: the {stage!r} stage will be rebuilt.", flush=True)
             recorded = self.stale().get(stage, {}).get("inputs") or {}
         stores = [self.root / p for p in recorded.get("extra_stores") or []]
         kept = [p for p in stores if p.is_file()]
@@ -246,8 +303,9 @@ class Workspace:
         stale, removed = self.stale(), []
         stale.pop(stage, None)
         for later in downstream(stage):
-            if self.is_done(later):
-                inputs = json.loads((self.path(later) / DONE_FILE).read_text()).get("inputs") or {}
+            record, _ = self.done_record(later)
+            if record is not None:
+                inputs = record.get("inputs") or {}
                 stale[later] = {"built_from_old": stage, "inputs": inputs}
                 removed.append(later)
             shutil.rmtree(self.path(later), ignore_errors=True)
@@ -319,6 +377,15 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(Path(root).resolve()))
     except ValueError:
         return str(path)
+
+
+def _json_type(value) -> str:
+    """How JSON calls the type of a parsed value: "an array", "a string", ..."""
+    for kind, name in ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"), (list, "an array"),
+                       (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return "null"
 
 
 def _and(items: list[str]) -> str:

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Serve the preference collector to a room: classroom/collect.ipynb as a standalone Voila page (no code, no
-# JupyterLab) on 0.0.0.0:8866. Each student opens http://<this machine>:8866/, types their name and labels; their
-# clicks go to their own file <labels dir>/<name>.jsonl, and typing the same name again resumes it. Afterwards:
+# JupyterLab). Each student opens the printed address, types their name and labels; their clicks go to their own
+# file <labels dir>/<name>.jsonl, and typing the same name again resumes it. Afterwards:
 #     .venv/bin/python -m rlhf_kit.ui.classroom <labels dir>      # files, counts, agreement, kappa, majority vote
 #
-#   bash scripts/classroom.sh                        # after scripts/setup.sh; Ctrl-C stops it
-#   RLHF_KIT_CLASSROOM_PORT=9000 bash scripts/classroom.sh
-#   bash scripts/classroom.sh --Voila.token=SECRET   # extra arguments go to voila (students then open /?token=SECRET)
+#   bash scripts/classroom.sh                        # this machine only (127.0.0.1:8866); Ctrl-C stops it
+#   bash scripts/classroom.sh --ip 0.0.0.0           # the classroom network; prints the link with a random token
+#   bash scripts/classroom.sh --ip 0.0.0.0 --token otter   # students open /?token=otter, or type otter
+#   bash scripts/classroom.sh --max-pages 30 --idle-minutes 10
+#
+# Options (python -m rlhf_kit.ui.room --help; anything else goes to voila):
+#   --ip ADDR           default 127.0.0.1 (only this machine); 0.0.0.0 opens the room to the network
+#   --port N            default $RLHF_KIT_CLASSROOM_PORT or 8866 (it fails if the port is busy rather than move)
+#   --token WORD        the password students need; default: none on 127.0.0.1, a random one on a network
+#   --no-token          no token even on a network (anyone who can reach the port can label)
+#   --max-pages N       the most pages open at once, default 40; one more gets a "room full" page
+#   --idle-minutes M    a page with no click for M minutes is closed (its kernel culled), default 20
 #
 # Environment (read here and by the notebook, whose kernels inherit it):
-#   RLHF_KIT_CLASSROOM_PORT    port, default 8866 (it fails if the port is busy rather than move to another)
 #   RLHF_KIT_CLASSROOM_PAIRS   a JSONL file of pairs {"pair_id", "prompt", "response_a", "response_b"} to label;
 #                              default: the `preferences` stage of the workspace, built here first if missing
 #   RLHF_KIT_CLASSROOM_DIR     where the students' files go; default <workspace root>/classroom
@@ -17,13 +25,11 @@
 #   RLHF_KIT_PRESET, RLHF_KIT_HOME   which workspace, as for the labs
 #
 # Voila starts one kernel per open page (about 100 MB each; the page does not import torch) and lets the page
-# do nothing but drive the widgets: students cannot run code. Anyone who can reach the port can label, so serve
-# it on a classroom network, or add a token as above.
+# do nothing but drive the widgets: students cannot run code. A closed or reloaded page shuts its kernel down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 
-port=${RLHF_KIT_CLASSROOM_PORT:-8866}
 if [ ! -x .venv/bin/python ]; then
     echo "classroom.sh: no .venv here; run scripts/setup.sh (or make lab) first." >&2
     exit 1
@@ -34,24 +40,6 @@ if ! .venv/bin/python -c 'import voila' 2>/dev/null; then
     exit 1
 fi
 
-# Read the pairs once here, building the `preferences` stage if it is missing (minutes), so that no student's
-# page waits for that build, and fix the labels folder for every kernel.
-RLHF_KIT_CLASSROOM_DIR=$(.venv/bin/python - <<'PY'
-import sys
-from rlhf_kit.ui.classroom import classroom_budget, classroom_dir, classroom_pairs
-
-pairs, budget, labels_dir = classroom_pairs(), classroom_budget(), classroom_dir().resolve()
-labels_dir.mkdir(parents=True, exist_ok=True)
-print(f"classroom.sh: {len(pairs)} pairs, {budget or len(pairs)} per student; labels in {labels_dir}/<name>.jsonl",
-      file=sys.stderr)
-print(labels_dir)
-PY
-)
-export RLHF_KIT_CLASSROOM_DIR
-
-echo "classroom.sh: students open http://<this machine>:$port/ ; addresses of this machine:" \
-     "$(hostname -I 2>/dev/null || hostname)"
-echo "classroom.sh: pool the labels with: .venv/bin/python -m rlhf_kit.ui.classroom $RLHF_KIT_CLASSROOM_DIR"
-# --show_tracebacks: a broken setup (a bad pairs file) shows its error on the page instead of a blank one.
-exec .venv/bin/voila classroom/collect.ipynb --no-browser --Voila.ip=0.0.0.0 --port="$port" \
-    --Voila.port_retries=0 --show_tracebacks=True "$@"
+# The pairs are read (the `preferences` stage built if missing: minutes) and the labels folder fixed for every
+# kernel before the server starts; its settings (address, token, page cap, idle culling): rlhf_kit/ui/room.py.
+exec .venv/bin/python -m rlhf_kit.ui.room classroom/collect.ipynb "$@"

@@ -1,64 +1,31 @@
 """Classroom pooling: each student's clicks land in their own file, names are checked, the same name resumes, `pool`
 computes the room's agreement, and Voila serves classroom/collect.ipynb as a page whose widget really labels.
 
-The Voila test drives the page the way a browser does, without one: it GETs the page (Voila runs the notebook in a
-fresh kernel), then talks to that kernel over the page's websocket with the ipywidgets protocol (read the widgets'
-state, type the name, click Start and A/B). It needs the packages voila and websockets (`pip install -c
-constraints.txt voila`); without them it is skipped with that reason, unless $CI is set: then it fails.
+The Voila test drives the page the way a browser does, without one (tests/classroom_pages.py). Names in any
+script, claims on a name and the server's limits are tested in test_classroom_names.py and test_classroom_room.py.
 """
 
-import datetime
 import json
 import math
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 import pytest
-from servers import free_port, in_ci, kill_processes_with  # tests/servers.py
+from classroom_pages import (  # tests/classroom_pages.py
+    NOTEBOOK,
+    Page,
+    click,
+    events,
+    label_files,
+    make_pairs,
+    require_voila,
+    start,
+    voila_env,
+    voila_server,
+    write_pairs,
+)
 
-from rlhf_kit.preferences import PreferenceStore, pair_id
+from rlhf_kit.preferences import PreferenceStore
 from rlhf_kit.ui import classroom
 from rlhf_kit.ui.classroom import ClassroomCollector, clean_name, pool
-
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "classroom" / "collect.ipynb"
-INSTALL = "`.venv/bin/python -m pip install -c constraints.txt voila` (the `classroom` extra)"
-START_TIMEOUT_S = 90          # Voila's server start, and each page: a fresh kernel runs the notebook
-MESSAGE_TIMEOUT_S = 60        # one widget round trip through the kernel
-
-
-def make_pairs(n=5):
-    pairs = []
-    for i in range(n):
-        prompt, a, b = f"Write a review number {i}.", f"A fine review {i}.", f"review review review {i}"
-        pairs.append({"pair_id": pair_id(prompt, a, b), "prompt": prompt, "response_a": a, "response_b": b,
-                      "settings": {"k": 2}})
-    return pairs
-
-
-def events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def start(labels_dir, pairs, name, **kwargs) -> ClassroomCollector:
-    page = ClassroomCollector(labels_dir, pairs, **kwargs)
-    page.name.value = name
-    page.start_button.click()
-    return page
-
-
-def click(page: ClassroomCollector, *keys):
-    for key in keys:
-        page.collector.buttons[key].click()
 
 
 # ------------------------------------------------------------------------------------------- the widget
@@ -75,7 +42,7 @@ def test_two_students_get_two_files_holding_exactly_their_clicks(tmp_path):
     click(bob, "B", "skip", "undo", "A")         # the undo takes back the skip; then A on that same pair
     click(ada, "tie")
 
-    assert sorted(p.name for p in labels.iterdir()) == ["Ada-Lovelace.jsonl", "bob_2.jsonl"]
+    assert label_files(labels) == ["Ada-Lovelace.jsonl", "bob_2.jsonl"]
     ids = [p["pair_id"] for p in pairs]
     got = [(e["kind"], e["pair_id"], e.get("choice"), e["annotator"]) for e in events(ada.path)]
     assert got == [("decision", ids[0], "A", "Ada-Lovelace"), ("decision", ids[1], "B", "Ada-Lovelace"),
@@ -120,8 +87,9 @@ def test_the_same_name_resumes_where_the_file_left_off(tmp_path):
     ids = [p["pair_id"] for p in pairs]
     first = start(labels, pairs, "Ada", budget=4)
     click(first, "A", "B")
+    first.close()                                          # a reload: the old page's kernel shuts down
 
-    again = start(labels, pairs, "ada", budget=4)          # a reload; upper/lower case does not matter
+    again = start(labels, pairs, "ada", budget=4)          # upper/lower case does not matter
     assert (again.annotator, again.path) == ("Ada", labels / "Ada.jsonl")
     assert "Welcome back" in again.message.value and "2 already labelled" in again.message.value
     assert again.collector.progress_label.value == "2 / 4 labelled"
@@ -130,7 +98,7 @@ def test_the_same_name_resumes_where_the_file_left_off(tmp_path):
     assert again.collector.current is None and again.collector.buttons["A"].disabled     # budget reached
     assert [(d["pair_id"], d["choice"]) for d in PreferenceStore(labels / "Ada.jsonl").load()] == \
         [(ids[0], "A"), (ids[1], "B"), (ids[2], "tie"), (ids[3], "B")]
-    assert sorted(p.name for p in labels.iterdir()) == ["Ada.jsonl"]
+    assert label_files(labels) == ["Ada.jsonl"]
 
 
 def test_the_name_is_fixed_once_started(tmp_path):
@@ -233,12 +201,33 @@ def test_pool_of_what_the_widget_wrote_and_its_command_line(tmp_path, capsys):
     assert printed["agreement"][0]["annotators"] == ["ada", "bob"] and "pooled" not in printed
 
 
+def test_pool_pools_every_readable_file_and_lists_the_unreadable_ones(tmp_path, capsys):
+    p = make_pairs(3)
+    for name, choice in (("alice", "A"), ("bob", "B"), ("dave", "A")):
+        record(PreferenceStore(tmp_path / f"{name}.jsonl"), p[0], choice, name)
+    with open(tmp_path / "bob.jsonl", "a") as f:
+        f.write("garbage from an editor\n{}\n")                # damaged by hand: its line 2 is not JSON
+    (tmp_path / "carol.jsonl").write_bytes(b"\xff\xfe not utf-8\n")
+    conflicting = PreferenceStore(tmp_path / "erin.jsonl")         # pair 0's id on other texts
+    conflicting.record(p[0]["pair_id"], "another prompt", "x", "y", "A", "erin")
+    (tmp_path / "folder.jsonl").mkdir()                            # not a file at all
+
+    s = pool(tmp_path)
+    assert s["annotators"] == ["alice", "dave"] and s["agreement"][0]["agreement"] == 1.0
+    problems = {row["file"].name: row["problem"] for row in s["unreadable"]}
+    assert sorted(problems) == ["bob.jsonl", "carol.jsonl", "erin.jsonl", "folder.jsonl"]
+    assert "bob.jsonl line 2 is not valid JSON" in problems["bob.jsonl"]
+    assert "carol.jsonl line 1 is not valid JSON" in problems["carol.jsonl"]
+    assert "names different texts" in problems["erin.jsonl"]
+
+    assert classroom.main([str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["annotators"] == ["alice", "dave"]
+    assert f"left out {tmp_path / 'bob.jsonl'}: " in out.err and "pooled 2 of 6 label files" in out.err
+    assert "Traceback" not in out.err
+
+
 # ----------------------------------------------------------------------------------- the notebook's inputs
-def write_pairs(path: Path, pairs) -> Path:
-    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    return path
-
-
 def test_inputs_from_the_environment(tmp_path, monkeypatch):
     pairs = make_pairs(3)
     env = {classroom.PAIRS_ENV: str(write_pairs(tmp_path / "pairs.jsonl", pairs)),
@@ -282,144 +271,13 @@ def test_the_notebook_is_committed_without_outputs():
 
 
 # ------------------------------------------------------------------------------------------------ Voila
-def require_voila():
-    missing = []
-    for module in ("voila", "websockets.sync.client"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module.split(".")[0])
-    if missing:
-        reason = f"the Voila test needs the package(s) {', '.join(missing)}: install with {INSTALL}"
-        if in_ci():
-            pytest.fail(f"{reason}. $CI is set, so this is a failure, not a skip.", pytrace=False)
-        pytest.skip(reason)
-
-
-@contextmanager
-def voila_server(tmp_path: Path, env: dict):
-    """`voila classroom/collect.ipynb` on 127.0.0.1 and a free port; yields its URL and log; stopped after."""
-    port, marker = free_port(), f"RLHF_KIT_VOILA_TEST={uuid.uuid4().hex}"
-    state = tmp_path / "jupyter"
-    env = {**os.environ, **env, "RLHF_KIT_VOILA_TEST": marker.split("=")[1], "OMP_NUM_THREADS": "1",
-           "JUPYTER_CONFIG_DIR": str(state / "config"), "JUPYTER_DATA_DIR": str(state / "data"),
-           "JUPYTER_RUNTIME_DIR": str(state / "runtime"), "IPYTHONDIR": str(state / "ipython")}
-    env.pop("CI", None)                                  # nothing in the notebook depends on it
-    log_path = tmp_path / "voila.log"
-    cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}",
-           "--Voila.port_retries=0", "--show_tracebacks=True"]
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"voila exited with code {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"voila did not listen on port {port} within {START_TIMEOUT_S} s:\n"
-                                       f"{log_path.read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        yield f"127.0.0.1:{port}", log_path
-    finally:
-        server.send_signal(signal.SIGTERM)               # Voila shuts its kernels down
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        kill_processes_with(marker.encode())
-
-
-class Page:
-    """One student's page: GET it (Voila runs the notebook in a new kernel), then drive its widgets over the
-    kernel's websocket as the browser would (ipywidgets message protocol 2, control protocol 1)."""
-
-    def __init__(self, address: str, log_path: Path):
-        from websockets.sync.client import connect
-
-        with urllib.request.urlopen(f"http://{address}/", timeout=START_TIMEOUT_S) as response:
-            self.status, self.html = response.status, response.read().decode("utf-8")
-        found = re.search(r'"kernelId": "([0-9a-f-]+)"', self.html)
-        assert found, f"no kernelId in the Voila page:\n{self.html[-3000:]}\n{log_path.read_text()[-3000:]}"
-        self.session, self.states = uuid.uuid4().hex, {}
-        self._closing = ExitStack()
-        self.ws = self._closing.enter_context(connect(
-            f"ws://{address}/api/kernels/{found.group(1)}/channels?session_id={self.session}", max_size=None,
-            open_timeout=MESSAGE_TIMEOUT_S))
-        control = uuid.uuid4().hex
-        self._send("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
-                   metadata={"version": "1.0.0"})
-        self._send("comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
-        self.wait(lambda: self.states, "the widgets' state")
-
-    def _send(self, msg_type: str, content: dict, metadata=None):
-        header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "student", "session": self.session,
-                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "version": "5.3"}
-        self.ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": metadata or {},
-                                 "content": content, "channel": "shell", "buffers": []}))
-
-    def _receive(self, timeout: float) -> None:
-        message = self.ws.recv(timeout=timeout)
-        if isinstance(message, bytes):                   # a message with binary buffers: none of ours
-            return
-        message = json.loads(message)
-        content, kind = message["content"], message["msg_type"]
-        if kind == "comm_open" and content.get("target_name") == "jupyter.widget":
-            self.states[content["comm_id"]] = dict(content["data"]["state"])
-        elif kind == "comm_msg" and content["data"].get("method") == "update_states":
-            self.states.update({k: dict(v["state"]) for k, v in content["data"]["states"].items()})
-        elif kind == "comm_msg" and content["data"].get("method") == "update":
-            self.states.setdefault(content["comm_id"], {}).update(content["data"]["state"])
-        elif kind == "stream" and content.get("name") == "stderr":
-            print("kernel stderr:", content["text"])
-
-    def wait(self, predicate, what: str):
-        deadline = time.monotonic() + MESSAGE_TIMEOUT_S
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"the page did not show {what} within {MESSAGE_TIMEOUT_S} s")
-            try:
-                self._receive(timeout=left)
-            except TimeoutError:
-                pass
-
-    def find(self, css: str) -> tuple[str, dict]:
-        hits = [(k, s) for k, s in self.states.items() if css in s.get("_dom_classes", [])]
-        assert len(hits) == 1, f"{len(hits)} widgets with class {css!r}"
-        return hits[0]
-
-    def value(self, css: str):
-        """The value of the widget with class `css`, None while there is none."""
-        hits = [s for s in self.states.values() if css in s.get("_dom_classes", [])]
-        return hits[0].get("value") if len(hits) == 1 else None
-
-    def type(self, css: str, text: str):
-        self._send("comm_msg", {"comm_id": self.find(css)[0],
-                                "data": {"method": "update", "state": {"value": text}, "buffer_paths": []}})
-
-    def click(self, css: str):
-        self._send("comm_msg", {"comm_id": self.find(css)[0],
-                                "data": {"method": "custom", "content": {"event": "click"}}})
-
-    def close(self):
-        self._closing.close()
-
-
 @pytest.mark.slow
 def test_voila_serves_the_collector_and_each_student_labels_into_their_own_file(tmp_path):
     require_voila()
     pairs = make_pairs(4)
     labels = tmp_path / "labels"
-    env = {"RLHF_KIT_CLASSROOM_PAIRS": str(write_pairs(tmp_path / "pairs.jsonl", pairs)),
-           "RLHF_KIT_CLASSROOM_DIR": str(labels), "RLHF_KIT_HOME": str(tmp_path / "home"), "RLHF_KIT_PRESET": "ci"}
     ids = [p["pair_id"] for p in pairs]
-    with voila_server(tmp_path, env) as (address, log_path):
+    with voila_server(tmp_path, voila_env(tmp_path, pairs, labels)) as (address, log_path, _):
         page = Page(address, log_path)
         try:
             assert page.status == 200
@@ -436,7 +294,7 @@ def test_voila_serves_the_collector_and_each_student_labels_into_their_own_file(
             page.click("rk-choice-A")
             page.wait(lambda: page.value("rk-progress") == "1 / 4 labelled", "1 / 4 labelled")
         finally:
-            page.close()
+            page.close()                                   # the tab is closed: Voila shuts its kernel down
         assert [(e["pair_id"], e["choice"], e["annotator"]) for e in events(labels / "Ada-Lovelace.jsonl")] == \
             [(ids[0], "A", "Ada-Lovelace")]
 
@@ -452,4 +310,4 @@ def test_voila_serves_the_collector_and_each_student_labels_into_their_own_file(
             again.close()
     assert [(e["pair_id"], e["choice"], e["annotator"]) for e in events(labels / "Ada-Lovelace.jsonl")] == \
         [(ids[0], "A", "Ada-Lovelace"), (ids[1], "B", "Ada-Lovelace")]
-    assert sorted(p.name for p in labels.iterdir()) == ["Ada-Lovelace.jsonl"]
+    assert label_files(labels) == ["Ada-Lovelace.jsonl"]

@@ -43,6 +43,43 @@ def test_unknown_preset_from_environment_is_one_clear_error(tmp_path):
     assert "Unknown preset 'huge'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--clip-eps", "1", "--clip-eps 1.0: PPOConfig.clip_eps must be between 0 and 1"),
+    ("--beta", "inf", "--beta inf: PPOConfig.beta must be a finite number >= 0"),
+    ("--lr", "inf", "--lr inf: PPOConfig.lr must be a finite number > 0"),
+    ("--seed", "-1", "--seed must be a whole number from 0 to 4294967295; got -1."),
+])
+def test_ppo_values_that_cannot_work_are_one_line_before_anything_is_built(tmp_path, flag, value, message):
+    result = run_cli("ppo", "--preset", "ci", "--workspace", str(tmp_path / "ws"), flag, value)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rlhf-kit ppo: error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "ws").exists()                        # nothing was built, not even the folder
+
+
+@pytest.mark.parametrize("how", ["--workspace", "RLHF_KIT_HOME"])
+def test_a_workspace_home_that_is_a_file_is_one_line_naming_it(tmp_path, how):
+    home = tmp_path / "home.txt"
+    home.write_text("a file")
+    args, env = (["--workspace", str(home)], {}) if how == "--workspace" else ([], {"RLHF_KIT_HOME": str(home)})
+    result = run_cli("sft", "--preset", "ci", *args, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"rlhf-kit sft: error: The workspace home {home} is a file, not a "
+                                          f"folder: set $RLHF_KIT_HOME (or --workspace) to a folder you can write in."]
+    assert home.read_text() == "a file"
+
+
+def test_an_unwritable_workspace_home_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    from rlhf_kit import workspace
+
+    monkeypatch.setattr(workspace, "_writable", lambda folder: folder != tmp_path)     # root may write anywhere
+    for command in (["sft"], ["course", "--labs", "00"]):
+        assert main([*command, "--preset", "ci", "--workspace", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"workspace home {tmp_path} is not writable by this user" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_preset_argument_is_rejected():
     with pytest.raises(SystemExit):
         main(["sft", "--preset", "huge"])

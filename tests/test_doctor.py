@@ -72,6 +72,25 @@ def test_workspace_defaults_to_rlhf_kit_home(monkeypatch, tmp_path):
     assert _by_item(doctor.collect())["workspace"]["value"] == str(tmp_path / "home")
 
 
+def test_a_workspace_home_that_is_a_file_fails(monkeypatch, tmp_path, capsys):
+    home = tmp_path / "home.txt"
+    home.write_text("a file")
+    monkeypatch.setenv("RLHF_KIT_HOME", str(home))
+    row = _by_item(doctor.collect())["workspace"]
+    assert row["status"] == "fail" and f"the workspace home {home} is a file, not a folder" in row["hint"]
+    assert doctor.main() == 1
+    assert f"[fail] the workspace home {home} is a file" in capsys.readouterr().out
+
+
+def test_an_unwritable_workspace_home_fails(monkeypatch, tmp_path):
+    from rlhf_kit import workspace
+
+    monkeypatch.setattr(workspace, "_writable", lambda folder: folder != tmp_path)    # root may write anywhere
+    row = _by_item(doctor.collect(tmp_path))["workspace"]
+    assert row["status"] == "fail" and f"the workspace home {tmp_path} is not writable by this user" in row["hint"]
+    assert _by_item(doctor.collect(tmp_path / "to-be-made"))["workspace"]["status"] == "fail"   # made in tmp_path
+
+
 def test_forcing_a_missing_device_fails_with_what_is_available(monkeypatch, tmp_path):
     monkeypatch.setenv("RLHF_KIT_DEVICE", "mps")
     monkeypatch.setattr(device.torch.backends.mps, "is_available", lambda: False)

@@ -111,12 +111,15 @@ def test_curve_renders_png():
 
 def test_the_classroom_page_and_the_quizzes_do_not_load_torch():
     """Every Voila student kernel imports the classroom page, every lab its quiz: neither may load torch (about
-    400 MB per kernel). Only the widgets that need it (playground, live curve, tables) import it, on first use."""
+    400 MB per kernel) nor transformers (35 MB). Only the widgets that need it (playground, live curve, tables)
+    import torch, on first use; transformers' progress bars are still off once it is imported."""
     import subprocess
     import sys
 
-    code = ("import sys, rlhf_kit.ui.classroom, rlhf_kit.quizzes; from rlhf_kit.ui import quiz, Quiz, "
-            "PreferenceCollector, ClassroomCollector; assert 'torch' not in sys.modules, 'torch was imported'")
+    code = ("import sys, rlhf_kit.ui.classroom, rlhf_kit.ui.claims, rlhf_kit.quizzes; from rlhf_kit.ui import quiz, "
+            "Quiz, PreferenceCollector, ClassroomCollector; loaded = [m for m in ('torch', 'transformers') if m in "
+            "sys.modules]; assert not loaded, f'{loaded} imported'; from transformers.utils import logging; "
+            "assert not logging.is_progress_bar_enabled(), 'transformers progress bars are on'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from rlhf_kit import workspace
 from rlhf_kit.presets import get_preset
 from rlhf_kit.workspace import DONE_FILE, STALE_FILE, Workspace, WorkspaceError, builder_inputs, default_home
 
@@ -145,6 +146,59 @@ def test_ensure_rebuilds_a_stage_built_with_other_preset_values(tmp_path, micro_
     assert ws.changed_settings("world") == {} and ws.metrics("world")["demos"] == micro_preset.n_demos
     # a later stage records the values of the stages before it, so an upstream change reaches it too
     assert "n_demos" in ws.settings("reward") and "rm_lr" not in ws.settings("sft")
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b'{"stage": "world", "preset": "mi', "is not valid JSON"),                  # truncated
+    (b"\x00\xff\x13garbage", "is not valid JSON"),
+    (b"", "is not valid JSON"),
+    (b"[1, 2]", "holds an array, not a JSON object"),
+    (b'"done"', "holds a string, not a JSON object"),
+    (b'{"settings": 5}', "has a number as 'settings', not a JSON object"),
+])
+def test_a_damaged_done_json_is_named_and_its_stage_rebuilt(tmp_path, micro_preset, capsys, content, problem):
+    ws = Workspace(micro_preset, home=tmp_path)
+    ws.ensure("world")
+    done = ws.path("world") / DONE_FILE
+    done.write_bytes(content)
+    assert not ws.is_done("world") and problem in ws.done_record("world")[1]
+    with pytest.raises(WorkspaceError, match=rf"damaged: {done} {problem}.*will be rebuilt by `ensure\('world'\)`"):
+        ws.metrics("world")
+    assert ws.changed_settings("world") == {}
+
+    ws.ensure("world")
+    out = capsys.readouterr().out
+    assert f"{done} {problem}" in out and "the 'world' stage will be rebuilt" in out
+    assert ws.metrics("world")["stage"] == "world"                  # rebuilt: a whole DONE.json again
+
+
+def test_a_home_that_is_a_file_or_unwritable_is_one_line_naming_it(tmp_path, micro_preset, monkeypatch):
+    home = tmp_path / "home.txt"
+    home.write_text("not a folder")
+    ws = Workspace(micro_preset, home=home)
+    with pytest.raises(WorkspaceError, match=rf"^The workspace home {home} is a file, not a folder: set "
+                                             rf"\$RLHF_KIT_HOME \(or --workspace\) to a folder you can write in\.$"):
+        ws.ensure("world")
+    inside = Workspace(micro_preset, home=home / "deeper")
+    assert workspace.home_problem(inside.home) == (f"the workspace home {home / 'deeper'} cannot be created, "
+                                                   f"because {home} is a file, not a folder: set $RLHF_KIT_HOME (or "
+                                                   f"--workspace) to a folder you can write in.")
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(workspace, "_writable", lambda folder: folder != locked)   # root may write anywhere
+    with pytest.raises(WorkspaceError, match=rf"^The workspace home {locked} is not writable by this user: set"):
+        Workspace(micro_preset, home=locked).build("world")
+    assert workspace.home_problem(locked / "new").startswith(f"the workspace home {locked / 'new'} is not writable "
+                                                             f"by this user (it would be created in {locked})")
+    assert workspace.home_problem(tmp_path / "fresh" / "home") is None and not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write in any folder")
+def test_a_home_without_write_permission_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert "is not writable by this user" in workspace.home_problem(locked)
 
 
 def test_a_done_marker_without_settings_is_trusted(tmp_path, micro_preset):

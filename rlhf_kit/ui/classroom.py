@@ -7,7 +7,15 @@
 every page load gets its own kernel, so each student has their own widget. A name becomes the file
 `labels_dir/<name>.jsonl`, a `rlhf_kit.preferences.PreferenceStore` that the `PreferenceCollector` fsyncs each
 click to. Typing the same name again (after a reload, or on another machine) reopens that file and carries on
-after the pairs already labelled; the match ignores upper/lower case, so "alice" resumes "Alice".
+after the pairs already labelled; the match ignores upper/lower case and Unicode spelling variants, so "alice"
+resumes "Alice", from the moment "Alice" pressed Start (the file is created then, under a lock on the folder).
+
+Names may be written in any script (Devanagari, Yoruba with its tone marks, ...): they are NFKC-normalised, and
+letters, digits and combining marks are kept; path separators, '..' and control characters are refused.
+
+One page at a time labels under a name (`rlhf_kit.ui.claims`): another page asking for it is told it is in use
+and may take it over, after which the first page's clicks are refused (never half-saved). A page whose kernel
+died (killed, culled) leaves its name free.
 
 The notebook reads its inputs from the environment (see `classroom_pairs`, `classroom_dir`, `classroom_budget`):
 
@@ -19,11 +27,12 @@ The notebook reads its inputs from the environment (see `classroom_pairs`, `clas
 Everyone gets the pairs in the same order, so with a budget every student labels the same first pairs and the
 agreement numbers of `pool` compare as many shared pairs as possible.
 
-Run `python -m rlhf_kit.ui.classroom DIR` to print `pool(DIR)` as JSON.
+Run `python -m rlhf_kit.ui.classroom DIR` to print `pool(DIR)` as JSON (files it cannot read are listed on stderr).
 """
 
 from __future__ import annotations
 
+import atexit
 import html
 import itertools
 import json
@@ -38,23 +47,39 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from ..preferences import CHOICES, PreferenceStore, kappa_between, majority_vote, merge, pairwise_agreement
+from .claims import NameClaim, name_key, names_locked
 from .collector import PreferenceCollector
 
 PAIRS_ENV, DIR_ENV, BUDGET_ENV = "RLHF_KIT_CLASSROOM_PAIRS", "RLHF_KIT_CLASSROOM_DIR", "RLHF_KIT_CLASSROOM_BUDGET"
 PAIR_KEYS = ("pair_id", "prompt", "response_a", "response_b")
 MAX_NAME = 40
-NAME_RULE = (f"Use letters, digits, '-', '_' and '.' (spaces become '-'), starting with a letter or a digit, at most "
-             f"{MAX_NAME} characters.")
-_NAME_CHAR = re.compile(r"[\w.-]")        # \w: letters and digits of any script, and '_'
+NAME_RULE = (f"Use letters of any script (with their accents and marks), digits, '-', '_' and '.' (spaces become "
+             f"'-'), starting with a letter or a digit, at most {MAX_NAME} characters.")
+_JOINERS = "\u200c\u200d"     # zero-width non-joiner and joiner: part of how some Indic names are spelt
+
+
+def _name_char(c: str) -> bool:
+    return c.isalnum() or c in "-_." or c in _JOINERS or unicodedata.category(c).startswith("M")
 
 
 def clean_name(text: str) -> tuple[str | None, str]:
-    """(name, "") for a usable student name, else (None, why not). Whitespace runs become '-'; letters of any
-    script are kept (NFC-normalised, so the same name typed two ways gives the same file)."""
-    name = re.sub(r"\s+", "-", unicodedata.normalize("NFC", text or "").strip())
+    """(name, "") for a usable student name, else (None, why not). The text is NFKC-normalised (so the same name
+    typed two ways gives the same file) and whitespace runs become '-'; letters and combining marks of any script
+    are kept; path separators, '..' and control characters are refused."""
+    name = re.sub(r"\s+", "-", unicodedata.normalize("NFKC", text or "").strip())
     if not name:
         return None, "Type your name first: your labels are saved in a file with that name."
-    bad = sorted({c for c in name if not _NAME_CHAR.fullmatch(c)})
+    separators = sorted({c for c in name if c in "/\\"})
+    if separators:
+        return None, (f"A name cannot contain {' '.join(repr(c) for c in separators)}: it would point outside the "
+                      f"class folder. {NAME_RULE}")
+    control = sorted({c for c in name if unicodedata.category(c).startswith("C") and c not in _JOINERS})
+    if control:
+        codes = ", ".join(f"U+{ord(c):04X}" for c in control)
+        return None, f"A name cannot contain invisible control characters ({codes}): retype it. {NAME_RULE}"
+    if ".." in name:
+        return None, f"A name cannot contain '..'. {NAME_RULE}"
+    bad = sorted({c for c in name if not _name_char(c)})
     if bad:
         return None, f"A name cannot contain {' '.join(repr(c) for c in bad)}. {NAME_RULE}"
     if not name[0].isalnum():
@@ -65,7 +90,8 @@ def clean_name(text: str) -> tuple[str | None, str]:
 
 
 class ClassroomCollector:
-    """Name + Start, then a `PreferenceCollector` on `labels_dir/<name>.jsonl` with annotator=<name>."""
+    """Name + Start, then a `PreferenceCollector` on `labels_dir/<name>.jsonl` with annotator=<name>, while this
+    page holds the name's claim (`rlhf_kit.ui.claims`)."""
 
     def __init__(self, labels_dir, pairs: list[dict], budget: int | None = None, simulated=None):
         if not pairs:
@@ -73,18 +99,26 @@ class ClassroomCollector:
         self.labels_dir = Path(labels_dir)
         self.pairs, self.budget, self.simulated = pairs, budget, simulated
         self.collector: PreferenceCollector | None = None
+        self.claim: NameClaim | None = None
 
         self.name = widgets.Text(description="Your name", placeholder="e.g. Ada Lovelace")
         self.start_button = widgets.Button(description="Start", button_style="primary")
         self.start_button.on_click(lambda _: self.start())
+        self.takeover_button = widgets.Button(description="Take it over", button_style="warning",
+                                              layout=widgets.Layout(display="none"))
+        self.takeover_button.on_click(lambda _: self.start(takeover=True))
         self.message = widgets.HTML("Type your name and press <b>Start</b>. Your labels are saved under it; "
                                     "come back with the same name to carry on where you left off.")
         self.area = widgets.VBox()
         self.widget = widgets.VBox([widgets.HTML("<h3>Which response is better?</h3>"),
-                                    widgets.HBox([self.name, self.start_button]), self.message, self.area])
+                                    widgets.HBox([self.name, self.start_button, self.takeover_button]),
+                                    self.message, self.area])
         for w, css in ((self.widget, "rk-classroom"), (self.name, "rk-classroom-name"),
-                       (self.start_button, "rk-classroom-start"), (self.message, "rk-classroom-message")):
+                       (self.start_button, "rk-classroom-start"), (self.takeover_button, "rk-classroom-takeover"),
+                       (self.message, "rk-classroom-message")):
             w.add_class(css)
+        # Typing another name after "in use" offers Start again, not a takeover of the name shown before.
+        self.name.observe(lambda _: self._offer_takeover(False) if self.collector is None else None, names="value")
 
     @property
     def annotator(self) -> str | None:
@@ -97,48 +131,85 @@ class ClassroomCollector:
         return Path(self.collector.store.path) if self.collector is not None else None
 
     def _existing(self, name: str) -> str | None:
-        """The name of a label file already in labels_dir that matches `name` ignoring case."""
-        if not self.labels_dir.is_dir():
-            return None
+        """The name of a label file already in labels_dir that is `name` up to case and Unicode spelling."""
         if (self.labels_dir / f"{name}.jsonl").is_file():
             return name
         for path in sorted(self.labels_dir.glob("*.jsonl")):
-            if path.stem.casefold() == name.casefold():
+            if name_key(path.stem) == name_key(name):
                 return path.stem
         return None
 
-    def start(self) -> PreferenceCollector | None:
-        """Validate the name; if it is usable, open (or reopen) its file and show the collector."""
+    def _say(self, text: str, error: bool = False) -> None:
+        text = html.escape(text, quote=False)
+        self.message.value = f"<span style='color:#b00'>{text}</span>" if error else text
+
+    def _offer_takeover(self, offer: bool) -> None:
+        self.takeover_button.layout.display = None if offer else "none"
+
+    def _claim(self, name: str, takeover: bool) -> tuple[str, NameClaim | None]:
+        """Under the folder's lock: the file name for `name` (an existing spelling of it, else `name`) and this
+        page's claim on it, None if another live page holds it (then the message says so). The label file is
+        created here, so that a page pressing Start with "sam" a moment later finds "Sam"'s file."""
+        self.labels_dir.mkdir(parents=True, exist_ok=True)
+        with names_locked(self.labels_dir):
+            name = self._existing(name) or name
+            claim = NameClaim(self.labels_dir, name)
+            held = claim.acquire(takeover=takeover)
+            if held is not None:
+                self._say(claim.in_use_message(held), error=True)
+                return name, None
+            (self.labels_dir / f"{name}.jsonl").touch()
+        return name, claim
+
+    def start(self, takeover: bool = False) -> PreferenceCollector | None:
+        """Validate the name; if it is usable and no other page holds it (or `takeover`), open (or reopen) its file
+        and show the collector. A name in use gets a message and the "Take it over" button."""
         if self.collector is not None:              # already labelling: one name per page
             return self.collector
         name, problem = clean_name(self.name.value)
         if name is None:
-            self.message.value = f"<span style='color:#b00'>{html.escape(problem, quote=False)}</span>"
+            self._say(problem, error=True)
             return None
-        name = self._existing(name) or name
-        path = self.labels_dir / f"{name}.jsonl"
+        claim = None
         try:
-            self.labels_dir.mkdir(parents=True, exist_ok=True)
-            store = PreferenceStore(path)
+            name, claim = self._claim(name, takeover)
+            if claim is None:
+                self._offer_takeover(True)
+                return None
+            store = PreferenceStore(self.labels_dir / f"{name}.jsonl")
             done = len(store.done_pair_ids(name) & {p["pair_id"] for p in self.pairs})
             collector = PreferenceCollector(store, self.pairs, annotator=name, budget=self.budget,
-                                            settings={"classroom": True}, simulated=self.simulated)
+                                            settings={"classroom": True}, simulated=self.simulated,
+                                            guard=claim.holding)
         except (OSError, ValueError) as e:           # unwritable folder, or a label file damaged by hand
-            self.message.value = (f"<span style='color:#b00'>Cannot open the labels of {html.escape(name)}: "
-                                  f"{html.escape(str(e), quote=False)} Ask your instructor.</span>")
+            if claim is not None:
+                claim.release()
+            self._say(f"Cannot open the labels of {name}: {e} Ask your instructor.", error=True)
             return None
+        self._show(collector, claim, done)
+        return collector
+
+    def _show(self, collector: PreferenceCollector, claim: NameClaim, done: int) -> None:
+        """Fix the page to the started name and show its collector."""
+        name = collector.annotator
         # The name is fixed for this page: labels typed under another name would land in this student's file.
         collector.name.disabled = True
         collector.name.observe(lambda change: setattr(collector.name, "value", name)
                                if change["new"] != name else None, names="value")
-        self.collector = collector
+        self.collector, self.claim = collector, claim
+        atexit.register(claim.release)              # the kernel exits: the name is free again
         self.name.value, self.name.disabled, self.start_button.disabled = name, True, True
+        self._offer_takeover(False)
         welcome = (f"Welcome back, <b>{html.escape(name)}</b>: {done} already labelled, carrying on."
                    if done else f"Hello <b>{html.escape(name)}</b>.")
-        self.message.value = (f"{welcome} Every click is saved in <code>{html.escape(str(path))}</code>. "
-                              f"To label under another name, reload the page.")
+        self.message.value = (f"{welcome} Every click is saved in <code>{html.escape(str(collector.store.path))}"
+                              f"</code>. To label under another name, reload the page.")
         self.area.children = (collector.widget,)
-        return collector
+
+    def close(self) -> None:
+        """Give up the name (what a closed page's kernel does on exit); the labels stay."""
+        if self.claim is not None:
+            self.claim.release()
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -146,9 +217,11 @@ class ClassroomCollector:
 
 # --------------------------------------------------------------------------------------- the instructor
 def pool(labels_dir) -> dict:
-    """Pool every `*.jsonl` label file in `labels_dir` (with `rlhf_kit.preferences.merge`) and compare annotators.
+    """Pool every readable `*.jsonl` label file in `labels_dir` (with `rlhf_kit.preferences.merge`) and compare
+    annotators. A file that cannot be read (damaged by hand, unreadable) is listed, not pooled: the rest still is.
 
         files        the label files, sorted
+        unreadable   [{"file", "problem"}] for each file left out, with what is wrong with it
         annotators   everyone with at least one standing decision, sorted
         decisions    annotator -> {"A", "B", "tie", "skip", "total", "autopilot"}: standing decisions (undone
                      ones left out; autopilot = how many of them the simulated annotator made)
@@ -164,7 +237,8 @@ def pool(labels_dir) -> dict:
         raise FileNotFoundError(f"no classroom labels at {labels_dir}: it is created when the first student "
                                 f"presses Start (see scripts/classroom.sh)")
     files = sorted(p for p in labels_dir.glob("*.jsonl") if not p.name.startswith("."))
-    pooled = merge(files) if files else []
+    unreadable = []
+    pooled = merge(files, unreadable)
     annotators = sorted({d["annotator"] for d in pooled})
     decisions = {}
     for a in annotators:
@@ -183,7 +257,8 @@ def pool(labels_dir) -> dict:
         values = [row[key] for row in agreement if not math.isnan(row[key])]
         return sum(values) / len(values) if values else math.nan
 
-    return {"files": files, "annotators": annotators, "decisions": decisions, "agreement": agreement,
+    return {"files": files, "unreadable": [{"file": path, "problem": why} for path, why in unreadable],
+            "annotators": annotators, "decisions": decisions, "agreement": agreement,
             "mean_agreement": mean("agreement"), "mean_kappa": mean("kappa"), "majority": majority_vote(pooled),
             "pooled": pooled}
 
@@ -268,6 +343,11 @@ def main(argv=None) -> int:
     summary = pool(argv[0])
     summary.pop("pooled")
     print(json.dumps(_jsonable(summary), indent=2, ensure_ascii=False))
+    for row in summary["unreadable"]:
+        print(f"left out {row['file']}: {row['problem']}", file=sys.stderr)
+    if summary["unreadable"]:
+        print(f"pooled {len(summary['files']) - len(summary['unreadable'])} of {len(summary['files'])} label files; "
+              f"fix or move the files above and run this again to include them", file=sys.stderr)
     return 0
 
 

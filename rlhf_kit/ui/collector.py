@@ -5,6 +5,10 @@
 
 Each button calls `store.record(...)` (flushed and fsynced) and only then moves to the next pair, so a kernel that
 dies loses nothing that was clicked; a new collector on the same store resumes after the pairs already labelled.
+
+`guard` (optional) is called around every write, `with guard(): store.record(...)`; it raises `WriteRefused` to
+refuse it (the classroom's name claim does, once another page took the name over): nothing is written, the page
+stops and says why.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import copy
 import html
 import math
+from contextlib import nullcontext
 
 import ipywidgets as widgets
 
@@ -25,12 +30,18 @@ DEFAULT_RUBRIC = (
 BUTTONS = {"A": "A is better", "B": "B is better", "tie": "Tie", "skip": "Skip"}
 
 
+class WriteRefused(Exception):
+    """Raised by a collector's `guard` to refuse a write; the message says why and what to do."""
+
+
 class PreferenceCollector:
     """A/B/tie/skip buttons over `pairs` ([{"pair_id", "prompt", "response_a", "response_b"}]), saved to `store`."""
 
     def __init__(self, store, pairs: list[dict], annotator: str = "", budget: int | None = None,
-                 settings: dict | None = None, simulated=None, rubric: str = DEFAULT_RUBRIC):
+                 settings: dict | None = None, simulated=None, rubric: str = DEFAULT_RUBRIC, guard=None):
         self.store, self.pairs, self.simulated = store, pairs, simulated
+        self.guard = guard or nullcontext
+        self.stopped = ""                  # why this page no longer writes (a guard refused), once it does not
         # The panel draws from its own copy, restarted at every refresh: its numbers stay put from click to click
         # and it leaves the autopilot's draws alone.
         self._panel_simulated = copy.deepcopy(simulated)
@@ -87,12 +98,16 @@ class PreferenceCollector:
         todo = self._todo(decisions, first_id)
         labelled = len(self.pairs) - len(todo)
         finished = labelled >= self.budget or not todo
-        self.current = None if finished or not self.annotator else todo[0]
+        self.current = None if finished or not self.annotator or self.stopped else todo[0]
         for key in BUTTONS:
             self.buttons[key].disabled = self.current is None
+        self.buttons["undo"].disabled = bool(self.stopped)
+        self.autopilot_button.disabled = bool(self.stopped) or self.simulated is None
         self.progress.value = min(labelled, self.progress.max)
         self.progress_label.value = f"{labelled} / {self.budget} labelled"
-        if not self.annotator:
+        if self.stopped:
+            self.status.value = f"<span style='color:#b00'>{html.escape(self.stopped, quote=False)}</span>"
+        elif not self.annotator:
             self.status.value = "Type your name to start: your labels are saved under it."
         elif finished:
             self.status.value = f"<b>Done: {labelled} labelled.</b> Saved in {html.escape(str(self.store.path))}."
@@ -127,12 +142,15 @@ class PreferenceCollector:
     def choose(self, choice: str, autopilot: bool = False, refresh: bool = True) -> dict | None:
         """Record `choice` for the pair on screen (durably), then move on. Returns the stored decision."""
         if self.current is None:
-            self.status.value = "Type your name to start." if not self.annotator else "Nothing left to label."
+            if not self.stopped:
+                self.status.value = "Type your name to start." if not self.annotator else "Nothing left to label."
             return None
         pair = self.current
-        decision = self.store.record(pair["pair_id"], pair["prompt"], pair["response_a"], pair["response_b"],
-                                     choice, annotator=self.annotator,
-                                     settings={**self.settings, **({"autopilot": True} if autopilot else {})})
+        decision = self._guarded(lambda: self.store.record(
+            pair["pair_id"], pair["prompt"], pair["response_a"], pair["response_b"], choice,
+            annotator=self.annotator, settings={**self.settings, **({"autopilot": True} if autopilot else {})}))
+        if decision is None:                  # refused: nothing was written
+            return None
         self.log.append(decision)
         if refresh:
             self._refresh()
@@ -142,7 +160,7 @@ class PreferenceCollector:
         """Take back this annotator's last decision (an appended undo event) and show that pair again."""
         if not self.annotator:
             return None
-        undone = self.store.undo(self.annotator)
+        undone = self._guarded(lambda: self.store.undo(self.annotator))
         if undone is not None:
             for i in range(len(self.log) - 1, -1, -1):
                 if self.log[i]["pair_id"] == undone["pair_id"]:
@@ -160,12 +178,27 @@ class PreferenceCollector:
         todo = self._todo(self.store.load(), first_id=self.current["pair_id"])
         budget_left = self.budget - (len(self.pairs) - len(todo))
         batch = todo[: max(0, min(n, budget_left))]
+        labelled = 0
         for pair in batch:                     # one store read for the whole run, one refresh at the end
             self.current = pair
-            self.choose(self.simulated.prefer(pair["prompt"], pair["response_a"], pair["response_b"]),
-                        autopilot=True, refresh=False)
+            if self.choose(self.simulated.prefer(pair["prompt"], pair["response_a"], pair["response_b"]),
+                           autopilot=True, refresh=False) is None:
+                break                          # refused by the guard: the page has stopped
+            labelled += 1
         self._refresh()
-        return len(batch)
+        return labelled
+
+    def _guarded(self, write):
+        """`write()` inside the guard; None if the guard refused it, and the page stops, saying why."""
+        if self.stopped:
+            return None
+        try:
+            with self.guard():
+                return write()
+        except WriteRefused as refused:
+            self.stopped = str(refused)
+            self._refresh()
+            return None
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
