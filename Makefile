@@ -19,4 +19,4 @@ test: setup browser
 	bash scripts/test.sh
 
 test-fast: setup
-	bash scripts/test_fast.sh
+	bash scripts/test.sh --fast

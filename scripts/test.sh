@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, then every notebook in solutions/ and labs/ under nbval, all in the `ci`
 # preset, in a fresh throw-away workspace so nothing built earlier by hand is reused.
+# `test.sh --fast` (make test-fast), for iterating: lint, labs/ up to date, and every unit test not marked slow
+# (no notebooks, no browser, no end-to-end CLI chain). Under 2 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RLHF_KIT_PRESET=ci HF_HUB_OFFLINE=1 MPLBACKEND=Agg
@@ -8,6 +10,11 @@ export RLHF_KIT_HOME="$(mktemp -d -t rlhf-kit-test-XXXXXX)"
 trap 'rm -rf "$RLHF_KIT_HOME"' EXIT
 .venv/bin/ruff check rlhf_kit tests bench scripts
 .venv/bin/rlhf-kit build-labs --check
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    .venv/bin/python -m pytest -p no:cacheprovider -q -m "not slow" --ignore=tests/test_browser.py tests "$@"
+    exit
+fi
 # Build the ci workspace up to the reward model once, first: every notebook reuses these stages, and the
 # browser tests' JupyterLab kernels then only run labs 02 and 04 instead of training models under their time limit.
 .venv/bin/python -c 'from rlhf_kit.workspace import Workspace; print("built:", Workspace().ensure("reward"))'
