@@ -206,3 +206,18 @@ def test_a_slow_property_check_is_stopped_too():
 def test_time_limit_must_be_positive():
     with pytest.raises(ValueError, match="time_limit must be a positive number of seconds"):
         verify("sft_loss", losses.sft_loss, time_limit=0)
+
+
+def test_summary_counts_what_check_kept(capsys):
+    from rlhf_kit.exercises import OUTCOMES, summary
+    OUTCOMES.clear()
+    check("sft_loss", losses.sft_loss)
+    check("bradley_terry_loss", lambda **kwargs: (_ for _ in ()).throw(NotImplementedError))
+    capsys.readouterr()
+    assert summary("sft_loss", "bradley_terry_loss", "gae") == (1, 3)
+    out = capsys.readouterr().out
+    assert "Exercises passed: 1/3" in out
+    assert "reference instead of yours: bradley_terry_loss" in out and "Not checked in this session: gae" in out
+    with pytest.raises(KeyError, match="No exercise called"):
+        summary("sft_los")
+    OUTCOMES.clear()

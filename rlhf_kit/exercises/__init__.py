@@ -2,6 +2,7 @@
 
     ok, message = verify("sft_loss", my_sft_loss)      # quiet: for tests and tools
     sft_loss = check("sft_loss", my_sft_loss)          # notebook-facing: prints the verdict, returns a function
+    summary("sft_loss", "response_mask")               # a lab's last cell: "Exercises passed: k/n", and which not
 
 `check` returns the learner's function when it passes and the reference implementation otherwise, saying so,
 so the rest of the lab still runs. When the answer is wrong the message names the likely mistake: each
@@ -19,7 +20,7 @@ from typing import Callable
 from . import checking, ppo, ranking, reward, sft
 from .checking import TIME_LIMIT, Exercise
 
-__all__ = ["EXERCISES", "check", "verify"]
+__all__ = ["EXERCISES", "check", "summary", "verify"]
 
 EXERCISES: dict[str, Exercise] = {
     "sft_loss": sft.SFT_LOSS,
@@ -31,6 +32,10 @@ EXERCISES: dict[str, Exercise] = {
     "ranking_to_pairs": ranking.RANKING_TO_PAIRS,
     "value_loss": ppo.VALUE_LOSS,
 }
+
+
+# name -> whether the learner's last `check` of it passed (this kernel only); `summary` reads it
+OUTCOMES: dict[str, bool] = {}
 
 
 def _exercise(name: str) -> Exercise:
@@ -55,6 +60,7 @@ def check(name: str, fn: Callable, time_limit: float = TIME_LIMIT) -> Callable:
     The verdict is `verify`'s, so a function that changes its inputs in place or runs past the time limit is
     reported as failing and the rest of the lab (PPO included) runs on the reference, never on it."""
     ok, message = verify(name, fn, time_limit)
+    OUTCOMES[name] = ok
     if ok:
         print(f"✅ {message}")
         return fn
@@ -62,3 +68,20 @@ def check(name: str, fn: Callable, time_limit: float = TIME_LIMIT) -> Callable:
     print(f"   Using the reference implementation of {name} for the rest of this lab, so everything below "
           f"still runs. Fix your function and re-run this cell to use your own.")
     return _exercise(name).reference
+
+
+def summary(*names: str) -> tuple[int, int]:
+    """Notebook-facing, a lab's last cell: print "Exercises passed: k/n" for the lab's exercises `names`, and name
+    the ones that fell back to the reference or were never checked in this kernel. Returns (k, n)."""
+    for name in names:
+        _exercise(name)
+    passed = [name for name in names if OUTCOMES.get(name)]
+    failed = [name for name in names if OUTCOMES.get(name) is False]
+    unchecked = [name for name in names if name not in OUTCOMES]
+    print(f"Exercises passed: {len(passed)}/{len(names)}" + (" - all yours." if len(passed) == len(names) else ""))
+    if failed:
+        print(f"   Ran on the reference instead of yours: {', '.join(failed)}. Fix them, re-run their check cells "
+              f"and the cells below them to see your own versions at work.")
+    if unchecked:
+        print(f"   Not checked in this session: {', '.join(unchecked)} (run their check cells).")
+    return len(passed), len(names)
