@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -150,3 +151,27 @@ def build_labs(solutions_dir="solutions", labs_dir="labs", check=False) -> list[
             if not check:
                 extra.unlink()
     return sorted(stale)
+
+
+_CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([a-z_0-9]+)["']""")
+
+
+def learner_work(nb: nbformat.NotebookNode) -> dict:
+    """What a learner writes in the lab made from solution notebook `nb`: {"lines": the non-blank lines inside
+    solution blocks (the stubs' replacements), "exercises": the names passed to `check(...)`, in order}. The
+    README's lab table and the course's targets (two checked exercises a lab) are counted with it."""
+    lines, inside = 0, False
+    exercises: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        exercises += [name for name in _CHECK_CALL.findall(cell.source) if name not in exercises]
+        for line in cell.source.split("\n"):
+            stripped = line.strip()
+            if stripped.startswith(BEGIN_MARKER):
+                inside = True
+            elif stripped.startswith(END_MARKER):
+                inside = False
+            elif inside and stripped and not stripped.startswith("#"):
+                lines += 1
+    return {"lines": lines, "exercises": exercises}

@@ -1,3 +1,4 @@
+import logging
 import re
 
 import pytest
@@ -6,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from rlhf_kit.models import check_tokenizer, load_causal_lm, tiny_gpt2, train_tokenizer
 from rlhf_kit.pretrain import pretrain, token_stream
-from rlhf_kit.sampling import generate
+from rlhf_kit.sampling import generate, sample
 from rlhf_kit.world import build_world
 
 TEXTS = ["This comedy about a dog is a delight!", "A dull horror film about a robot.",
@@ -116,3 +117,32 @@ def test_generate_rejects_no_prompts(micro_ws):
     model, tok = load_causal_lm(micro_ws.path("base"))
     with pytest.raises(ValueError, match="empty list of prompts"):
         generate(model, tok, [], max_new_tokens=4)
+
+
+def test_sampling_raises_no_false_padding_alarm_and_masks_the_padding(micro_ws):
+    """transformers warns "We strongly recommend passing in an `attention_mask`" when a finished row emits pad
+    in a decoding step (it keeps the mask to itself there); the mask is applied, so the kit drops that one
+    message while it samples. Both halves are checked: no such message, and a left-padded batch's logits equal
+    each prompt's alone."""
+    model, tok = load_causal_lm(micro_ws.path("base"))
+    prompts = ["This", "A", "### Instruction:\nWrite a negative review of a horror about a ghost.\n### Response:\n"] * 4
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    logging.Logger.warning_once.cache_clear()          # a warning shown once earlier in the session shows again
+    try:
+        rollout = sample(model, tok, prompts, list(range(len(prompts))), 1.0, 48)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    finished_early = rollout.has_eos & (rollout.mask.sum(1) < rollout.response_ids.shape[1])
+    assert finished_early.any(), "no row ended early, so this test would not see the alarm"
+    assert not [r for r in records if "attention_mask" in r.getMessage()]
+
+    def first_logits(batch):
+        enc = tok(batch, return_tensors="pt", padding=True, padding_side="left")
+        out = model.generate(**enc, max_new_tokens=4, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id)
+        return torch.stack(out.scores)[:, 0]
+    assert torch.allclose(first_logits(prompts[:1]), first_logits([prompts[0], prompts[2]]), atol=1e-4)

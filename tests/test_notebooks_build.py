@@ -1,5 +1,7 @@
 """Labs are generated from solutions: stubs replace marked blocks, outputs go, staleness is detected."""
 
+from pathlib import Path
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -130,3 +132,25 @@ def test_check_reports_stale_missing_and_extra_without_writing(tmp_path):
     assert build_labs(solutions, labs) == ["01_sft.ipynb", "02_rm.ipynb", "99_old.ipynb"]
     assert sorted(path.name for path in labs.iterdir()) == ["01_sft.ipynb", "02_rm.ipynb", "03_ppo.ipynb"]
     assert build_labs(solutions, labs, check=True) == []
+
+
+def test_every_lab_has_two_checked_exercises_and_the_learner_writes_100_lines():
+    """Issue 12's target, counted the way the README's lab table is: at least two checked exercises in every
+    lab, and at least 100 lines of the learner's own code in labs 00-05."""
+    from rlhf_kit.notebooks import learner_work
+    work = {path.name[:2]: learner_work(nbformat.read(path, as_version=4))
+            for path in sorted((Path(__file__).parent.parent / "solutions").glob("0[0-5]_*.ipynb"))}
+    assert sorted(work) == ["00", "01", "02", "03", "04", "05"]
+    few = {lab: w["exercises"] for lab, w in work.items() if len(w["exercises"]) < 2}
+    assert not few, f"labs with fewer than two checked exercises: {few}"
+    total = sum(w["lines"] for w in work.values())
+    assert total >= 100, f"the learner writes {total} lines in labs 00-05: {work}"
+
+
+def test_learner_work_counts_solution_lines_and_checks():
+    from rlhf_kit.notebooks import learner_work
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("def f(x):\n    # BEGIN SOLUTION\n    # a comment\n    y = x\n\n"
+                                          "    return y\n    # END SOLUTION\nf = check('f_ex', f)"),
+                nbformat.v4.new_markdown_cell("check('not_code', f)")]
+    assert learner_work(nb) == {"lines": 2, "exercises": ["f_ex"]}
