@@ -1,264 +1,516 @@
-"""The self-check questions at the end of each lab. `lab_quiz("00")` returns the widget."""
+"""The self-check questions at the end of each lab. `lab_quiz("00")` returns the widget.
+
+Each question asks about something its lab taught. Every wrong option is a mistake a learner plausibly makes (an
+arithmetic slip, a neighbouring concept, a misreading the lab warns about), and every option carries its own
+feedback: why it is right, or what misconception it reflects. Option lengths are balanced, and the right answer's
+position varies, so that neither gives the answer away (tests/test_tables_quizzes.py measures both).
+"""
 
 from __future__ import annotations
 
 from .ui import Question, Quiz
 
 
-def _at(position: int, question: Question) -> Question:
-    """The same question with its right option moved to `position` (the questions are written right-first)."""
-    options = list(question.options)
-    options.insert(position, options.pop(question.answer))
-    return Question(question.text, options, position, question.explanation)
+def _q(text: str, answer: int, choices: list[tuple[str, str]]) -> Question:
+    """A question from (option, feedback) pairs, so that each option sits beside what Check says about it."""
+    return Question(text, [option for option, _ in choices], answer,
+                    feedback=[feedback for _, feedback in choices])
 
 
 QUIZZES: dict[str, list[Question]] = {
     "00": [
-        _at(1, Question(
-            "Pretraining minimises next-token cross-entropy on the corpus. What does that make the model good at?",
-            ["Continuing text the way the corpus does", "Following instructions", "Writing what people prefer"],
-            0,
-            "Pretraining rewards plausible continuations, not good or requested ones. Following instructions and "
-            "matching preferences are what SFT and RLHF add.",
-        )),
-        _at(0, Question(
-            "Why does our base model keep writing past one review instead of stopping?",
-            ["Its pretraining pages hold several reviews in a row, so after one review another usually follows",
-             "The tokenizer has no end-of-text token",
-             "The sampling temperature is too high"],
-            0,
-            "It imitates its corpus: pages of 3-6 reviews. Nothing in pretraining taught it that one review "
-            "answers a request.",
-        )),
-        _at(2, Question(
-            "The course keeps the pretraining corpus and the instruction demonstrations apart. Why?",
-            ["So the base model has never seen the instruction format and SFT's effect can be measured",
-             "To save memory", "Because the tokenizer cannot be trained on both"],
-            0,
-            "If the corpus already contained instruction/response pairs the base model would partly follow "
-            "them, and lab 01 would have little to show.",
-        )),
-        _at(1, Question(
-            "In the InstructGPT paper, outputs of a 1.3B-parameter model trained with RLHF were preferred by "
-            "labellers over outputs of which model?",
-            ["The 175B-parameter GPT-3", "A 13B SFT model only", "None: the larger model always won"],
-            0,
-            "A model about 100 times smaller won once it was aligned with human preferences.",
-        )),
+        _q("Pretraining minimises next-token cross-entropy on the pages. What does that make the model good at?", 2, [
+            ("Answering the instructions found in its pages",
+             "The pages hold no instructions in the demonstrations' format (the course keeps them apart), and the "
+             "loss never asks for an answer: it rewards whatever token the page has next, question or not."),
+            ("Writing the reviews the gold reward likes best",
+             "Nothing in pretraining consults the gold reward. The pages include sloppy reviews, and the loss "
+             "rewards predicting those just as much as good ones."),
+            ("Continuing any text the way its pages tend to",
+             "A low next-token loss means plausible continuations of text like the pages, nothing more. "
+             "Answering a request, and answering it well, are what SFT and RLHF add."),
+            ("Telling positive reviews from negative ones",
+             "No sentiment labels are used. The model may pick sentiment up along the way, because it helps to "
+             "predict the next word, but its only target is the next token."),
+        ]),
+        _q("Suppose the vocabulary had 1,000 tokens. What loss, in nats per token, does a model that guesses "
+           "uniformly get?", 0, [
+            ("ln 1000 = 6.91",
+             "Every token gets probability 1/1000 and the loss is -ln(1/1000) = ln 1000. The lab prints this "
+             "baseline for the real vocabulary beside the trained model's loss."),
+            ("log2 1000 = 9.97",
+             "That is the same uncertainty in bits. Nats use the natural log, as PyTorch's cross-entropy does; "
+             "bits = nats / ln 2."),
+            ("1/1000 = 0.001",
+             "That is the probability of each token. The loss is its negative log: -ln(1/1000) = ln 1000."),
+            ("log10 1000 = 3.00",
+             "Base 10 gives neither nats nor bits. Cross-entropy in nats uses the natural log."),
+        ]),
+        _q("Given the start of a review, the base model finishes it and goes on into another one. Why?", 2, [
+            ("Its tokenizer has no end-of-text token",
+             "It has one, and lab 01 teaches the model to emit it after an answer. The base model rarely predicts "
+             "it after one review because on its pages a review is usually followed by another."),
+            ("Its sampling temperature is set too high",
+             "Temperature changes how random each pick is, not what the model learned comes next. At any "
+             "temperature, what most often follows a review on its pages is another review."),
+            ("On its pages, one review is usually followed by another",
+             "It imitates its pages, several reviews in a row. Nothing in pretraining told it that one review "
+             "answers a request."),
+            ("Its context window fills up after one review",
+             "A review is far shorter than the context the model was trained on. A full context would cut the "
+             "text off, not make it start a new review."),
+        ]),
+        _q("You sample at temperature 0.3 instead of 1.0. What happens to the next-token distribution?", 3, [
+            ("It flattens: rare tokens are drawn more often",
+             "That is a temperature above 1. Dividing the logits by 0.3 multiplies the gaps between them by "
+             "about 3.3, so the likely tokens pull further ahead."),
+            ("Only the top 30% of tokens can still be drawn",
+             "That mixes temperature up with top-k or top-p truncation. Temperature rescales every logit and "
+             "removes no token; a rare one just becomes much rarer."),
+            ("None: each probability is scaled by 0.3, then renormalised",
+             "Scaling every probability by the same factor and renormalising would indeed change nothing, which "
+             "is why temperature divides the logits instead: that raises each probability to the power 1/0.3 "
+             "before renormalising."),
+            ("Likely tokens get likelier, so samples vary less",
+             "softmax(logits / 0.3) sharpens the distribution towards its most likely tokens. As the temperature "
+             "goes to 0, sampling becomes greedy decoding."),
+        ]),
+        _q("Top-k sampling with k = 50 at temperature 1.0: which tokens can be drawn next?", 1, [
+            ("Any token, with the 50 most likely boosted above the rest",
+             "Top-k does not boost, it cuts: every token outside the 50 most likely gets probability 0 (its "
+             "logit is set to minus infinity) before sampling."),
+            ("The top 50, renormalised among themselves",
+             "The other logits are set to minus infinity, so the softmax spreads all the probability over the "
+             "50 that remain, in their original proportions."),
+            ("Only those with probability above 1/50",
+             "That is a probability threshold, closer to min-p sampling. Top-k keeps a fixed number of tokens, "
+             "however likely or unlikely they are."),
+            ("The 50 most likely, each with an equal chance",
+             "Top-k keeps the model's preferences among the survivors: a token twice as likely as another stays "
+             "twice as likely."),
+        ]),
     ],
     "01": [
-        _at(2, Question(
-            "Why is the SFT loss computed on response tokens only?",
-            ["The model should learn to answer, not to predict the instructions it is given",
-             "Prompt tokens have no gradient", "It makes the loss larger"],
-            0,
-            "Masking the prompt spends all the learning signal on producing the response (and its end).",
-        )),
-        _at(0, Question(
-            "The logits at position t are a distribution over which token?",
-            ["Token t + 1", "Token t", "Token t - 1"],
-            0,
-            "A causal LM predicts the next token, so logits[:, :-1] are compared with input_ids[:, 1:].",
-        )),
-        _at(1, Question(
-            "Why must the eos token be part of the response mask?",
-            ["Otherwise the model never learns to stop after its answer", "Because eos equals pad",
-             "It is not needed; eos can be masked"],
-            0,
-            "Stopping is a learned behaviour: the base model rambles precisely because it never learned to end "
-            "after one review.",
-        )),
-        _at(2, Question(
-            "SFT made the model follow the format. What can it still not do by itself?",
-            ["Prefer the better of two valid answers: it only imitates the demonstrations it was shown",
-             "Generate text", "Use the tokenizer"],
-            0,
-            "Imitation caps quality at the demonstrations. Comparisons between answers (lab 02) and a reward "
-            "model (lab 03) give a signal for 'better', which RL can then optimise.",
-        )),
+        _q("Why does the SFT loss leave the prompt tokens out (mask 0)?", 2, [
+            ("Prompt tokens have no gradient to follow",
+             "They have one like any other token. Leaving them in is legal and trains the model to predict "
+             "instructions too, a skill it never uses: it is always given the instruction."),
+            ("So that answers cannot attend to the prompt",
+             "That would be the attention mask's job, and every response token still attends to the whole "
+             "prompt. The loss mask only decides which predictions count in the loss."),
+            ("So it learns to answer, not to write prompts",
+             "All of the learning signal goes to producing the response and its end-of-text token. The prompt "
+             "is context: always given, never generated."),
+            ("The prompt is padding, like the end of a batch",
+             "Padding is filler with nothing to learn; the prompt is real text the model reads and attends to. "
+             "It is left out of the loss only because the model never has to write it."),
+        ]),
+        _q("A teammate also sets the mask to 0 on the end-of-text token ('it is a special token, not part of the "
+           "answer'). What does the fine-tuned model do?", 1, [
+            ("Nothing changes: generate() appends the eos itself",
+             "generate stops when the model samples the eos; it never adds one. A model that was never trained "
+             "to produce it rarely does, and runs on to the token limit."),
+            ("It answers, but rarely stops after its answer",
+             "Stopping is learned like any other token. With the eos out of the loss nothing teaches the model to "
+             "end after one review, and it rambles on like the base model."),
+            ("Training fails: the loss has no target left",
+             "The response tokens are still targets, and the loss trains fine. What is lost is one target, the "
+             "eos, and with it the habit of stopping."),
+            ("It stops sooner, since eos is never penalised",
+             "Masking takes the eos out of the loss: it is neither rewarded nor penalised, so its probability "
+             "after an answer stays where the base model left it, low."),
+        ]),
+        _q("logits is (batch, seq, vocab). Which pairing gives each prediction its target?", 0, [
+            ("logits[:, :-1] with input_ids[:, 1:]",
+             "The logits at position t are the model's guess for token t + 1, so drop the last logit (it "
+             "predicts past the end) and the first token (nothing predicts it)."),
+            ("logits[:, 1:] with input_ids[:, :-1]",
+             "Shifted the wrong way: this asks the logits at position t to predict token t - 1, which the model "
+             "has already seen."),
+            ("logits with input_ids, unshifted",
+             "Without the shift each token is scored as a prediction of itself, which a causal model can read "
+             "from its own input: the loss drops towards 0 and nothing useful is learned."),
+            ("logits[:, :-1] with input_ids[:, :-1]",
+             "Both sides are cut the same way, so this is still unshifted: position t is scored against token t, "
+             "which it can see."),
+        ]),
+        _q("The lab's sft_loss sums the negative log-likelihoods of the response tokens. What does it divide by?",
+           3, [
+            ("The batch size: one summed term per sequence",
+             "Then each sequence contributes its summed loss, and the loss grows with the length of the answers; "
+             "the right learning rate would change with them."),
+            ("Every position: batch size times sequence length",
+             "The sum covers response tokens only, so dividing by every position counts prompt and padding in "
+             "the denominator: the loss would shrink when prompts get longer or a batch is padded more."),
+            ("Nothing: a sum gives the gradient more signal",
+             "A sum grows with the batch and the answers' length, so the right learning rate would change with "
+             "them. A mean keeps the loss in nats per token, comparable across batches."),
+            ("The number of response tokens (eos included) in the batch",
+             "A token mean: each response token weighs the same, so a long answer counts more than a short one. "
+             "Averaging each sequence first is another convention; this lab's formula is the token mean."),
+        ]),
+        _q("SFT lifted the gold reward to about the demonstrations' own level. Why would more SFT on the same "
+           "demonstrations not take it much further?", 1, [
+            ("The model is too small to learn more",
+             "The measurement points elsewhere: SFT lands near the demonstrations' gold, flaws included. A "
+             "bigger model would imitate them more faithfully, flaws and all."),
+            ("It can only imitate them, their flaws included",
+             "The loss rewards reproducing the demonstrations, the lukewarm and rambling ones too, so imitation "
+             "tops out at their quality. Comparisons (lab 02) can say which of two answers is better."),
+            ("The SFT loss has already reached zero",
+             "It stays well above zero: many different reviews answer each instruction, and the model can at "
+             "best match their spread. A lower loss would mean closer imitation, not better reviews."),
+            ("The prompt is masked, so it cannot read it",
+             "Masking only takes the prompt out of the loss; the model still reads and attends to it, and its "
+             "gold reward shows it mostly answers what was asked."),
+        ]),
     ],
     "02": [
-        _at(1, Question(
-            "Why does RLHF collect comparisons rather than asking people to score each answer?",
-            ["People judge which of two answers is better far more consistently than they assign calibrated scores",
-             "Comparisons need no prompt", "Scores cannot be stored in JSON"],
-            0,
-            "Absolute scores drift between people and over time; 'A beats B' is a judgement people make reliably, "
-            "and the Bradley-Terry model turns such judgements into a reward.",
-        )),
-        _at(2, Question(
-            "A labeller ranks 5 responses to one prompt. How many training comparisons does that give?",
-            ["10", "4", "5", "25"],
-            0,
-            "Every pair from the ranking: K(K-1)/2 = 5*4/2 = 10.",
-        )),
-        _at(0, Question(
-            "Two annotators agree on 80% of pairs; by chance alone they would agree on 60%. What is Cohen's kappa?",
-            ["0.5", "0.8", "0.2", "0.33"],
-            0,
-            "kappa = (p_o - p_e) / (1 - p_e) = (0.8 - 0.6) / (1 - 0.6) = 0.5: half of the possible agreement "
-            "beyond chance.",
-        )),
-        _at(1, Question(
-            "Why are ties and skips left out of the data set the reward model trains on?",
-            ["They name no better response, so there is no (chosen, rejected) pair to fit",
-             "They are lost when the kernel restarts", "TRL cannot read strings"],
-            0,
-            "The store keeps them (and counts them); the export for Bradley-Terry training needs a winner and a "
-            "loser.",
-        )),
+        _q("Why does RLHF ask labellers to compare two answers rather than score each one?", 1, [
+            ("A comparison carries more information than a score",
+             "Less, if anything: one bit against a point on a scale. The gain is reliability: people's scales "
+             "differ and drift, while their judgements of which answer is better agree far more."),
+            ("People agree more on which is better than on scores",
+             "A 7 from one labeller is a 5 from another, and a tired labeller scores differently from a fresh "
+             "one; 'A is better than B' is a judgement people make consistently, and Bradley-Terry (lab 03) "
+             "turns such judgements into a reward."),
+            ("A comparison needs no instruction to judge by",
+             "It does: whether an answer is better depends on what was asked. The widget shows the instruction "
+             "above both answers for that reason."),
+            ("Scores cannot be used to train a reward model",
+             "They can: a regression on scores is a reward model too. It is the noise in scores, not the "
+             "training, that makes comparisons the better buy."),
+        ]),
+        _q("A labeller ranks 5 distinct answers to one prompt. How many pairs does ranking_to_pairs return?", 1, [
+            ("20",
+             "That counts each pair twice, as (A, B) and (B, A). A ranking puts one of them above the other, so "
+             "each unordered pair gives one (chosen, rejected) row."),
+            ("10",
+             "Every pair (i, j) with i ranked above j: 5 * 4 / 2 = 10. One read of five answers buys ten "
+             "comparisons, which is why InstructGPT's labellers ranked."),
+            ("4",
+             "Those are the neighbouring pairs only (1st > 2nd, 2nd > 3rd, ...). The ranking also says "
+             "1st > 3rd and so on: all 10 pairs are implied."),
+            ("120",
+             "120 = 5! is the number of possible rankings of five answers, not the pairs one ranking implies."),
+        ]),
+        _q("Two labellers agree on 80% of pairs; labelling at random, each with their own frequencies, they would "
+           "agree on 60%. What is Cohen's kappa?", 2, [
+            ("0.2",
+             "That is the agreement beyond chance, 0.8 - 0.6, before it is scaled: kappa divides it by the most "
+             "there could be, 1 - 0.6."),
+            ("0.8",
+             "That is the raw agreement. Kappa asks how much of it chance does not explain."),
+            ("0.5",
+             "(0.8 - 0.6) / (1 - 0.6) = 0.5: half of the agreement that was possible beyond chance."),
+            ("0.25",
+             "That divides by the observed agreement, (0.8 - 0.6) / 0.8. Kappa divides by what was possible "
+             "beyond chance, 1 - 0.6."),
+        ]),
+        _q("Two labellers each agree with the gold ordering on 75% of pairs, independently of each other. How often "
+           "do they agree with each other?", 3, [
+            ("75%",
+             "Each one's accuracy is not their agreement: they disagree whenever exactly one of them errs, on "
+             "2 * 0.75 * 0.25 = 37.5% of pairs."),
+            ("56.25%",
+             "That counts only the pairs both get right, 0.75 * 0.75. When both are wrong on a two-way choice "
+             "they pick the same answer too."),
+            ("50%",
+             "That subtracts each one's errors from 100%, but when both err on the same pair they agree. "
+             "Agreement is both right or both wrong."),
+            ("62.5%",
+             "Both right (0.75 * 0.75 = 0.5625) or both wrong (0.25 * 0.25 = 0.0625). With independent errors, "
+             "agreement between two labellers (what InstructGPT reported) is lower than each one's agreement with "
+             "the truth."),
+        ]),
+        _q("Your labels include ties and skips. What does the export for reward-model training do with them?", 0, [
+            ("Leaves them out of the data set, and counts them",
+             "The Bradley-Terry loss needs a winner and a loser, and a tie or a skip names neither. The store "
+             "keeps every click; the export reports how many it left out."),
+            ("Keeps ties, with chosen and rejected in random order",
+             "That turns each tie into a coin-flip label, pure noise for the reward model. A tie names no better "
+             "answer, so it gives no (chosen, rejected) row."),
+            ("Deletes them from your label file on disk too",
+             "The store keeps every click, ties and skips included: the file is the record of what you did. "
+             "Only the export for training leaves them out."),
+            ("Turns skips into ties, then keeps the ties",
+             "A skip says you did not judge the pair at all, and a tie names no winner: neither gives a "
+             "(chosen, rejected) row. Both are left out of the export."),
+        ]),
     ],
     "03": [
-        _at(2, Question(
-            "A pair has r(chosen) - r(rejected) = -0.5. What are P(chosen preferred) and the Bradley-Terry loss?",
-            ["P = 0.3775, loss = 0.9741", "P = 0.6225, loss = 0.4741", "P = 0.5, loss = 0.6931"],
-            0,
-            "P = sigmoid(-0.5) = 0.3775 and the loss is -log 0.3775 = 0.9741: the model currently prefers the "
-            "rejected response, so the loss is large.",
-        )),
-        _at(0, Question(
-            "For one pair, what is dL/dr_chosen of the Bradley-Terry loss, with delta = r_chosen - r_rejected?",
-            ["sigmoid(delta) - 1, always negative, so gradient descent raises r_chosen",
-             "sigmoid(delta), always positive", "1 - sigmoid(delta), so r_chosen goes down"],
-            0,
-            "d/d(delta) of -log sigmoid(delta) is sigmoid(delta) - 1 < 0; the push is strongest when the model is "
-            "most wrong (delta very negative) and fades as the pair is ordered correctly.",
-        )),
-        _at(1, Question(
-            "Why read the reward at the last real token rather than at position -1?",
-            ["With right padding, position -1 is usually a pad token, not the end of the response",
-             "Position -1 has no gradient", "It is faster"],
-            0,
-            "Only the last real token (the eos after the response) has attended to the whole prompt and response.",
-        )),
-        _at(2, Question(
-            "The reward model agrees with held-out labels 71% of the time. The annotator agrees with the gold "
-            "ordering 73% of the time. Is the reward model weak?",
-            ["No: noisy labels cap the agreement any model can reach with them",
-             "Yes: anything under 90% is weak", "It cannot be told without more data"],
-            0,
-            "Even a perfect judge of the gold reward would agree with these labels only about 73% of the time; "
-            "that is why the lab also reports agreement with the gold ordering.",
-        )),
-        _at(0, Question(
-            "What happens to the Bradley-Terry loss if you add the same constant to every reward?",
-            ["Nothing: it only sees differences, which is why rewards are normalised afterwards",
-             "It grows with the constant", "It becomes negative"],
-            0,
-            "Only r(chosen) - r(rejected) enters the loss, so the reward's offset (and, without a margin, much of its "
-            "scale) is arbitrary; the kit shifts and scales it to mean 0, std 1 on SFT samples.",
-        )),
+        _q("A pair has r_chosen - r_rejected = +1. Under Bradley-Terry, what are P(chosen preferred) and the "
+           "pair's loss?", 3, [
+            ("P = 0.27, loss = 1.31",
+             "Sign slip: that is sigmoid(-1). A positive difference means the model already prefers the chosen "
+             "answer, so P is above one half."),
+            ("P = 0.73, loss = 0.27",
+             "P is right, but the loss is -log P = 0.31, not 1 - P."),
+            ("P = 0.73, loss = -0.31",
+             "The log of a probability is negative and the loss is its negative: -log 0.73 = +0.31. A loss below "
+             "zero would need a probability above 1."),
+            ("P = 0.73, loss = 0.31",
+             "sigmoid(1) = 0.73 and -log 0.73 = 0.31. The pair is ordered right, so the loss is below log 2 = "
+             "0.69, the loss at a difference of 0."),
+        ]),
+        _q("Why does the Bradley-Terry loss use F.logsigmoid(delta) rather than torch.log(torch.sigmoid(delta))?",
+           0, [
+            ("At very negative deltas, log(sigmoid) gives -inf",
+             "sigmoid(-200) is about 1e-87, below what float32 can hold, so it rounds to 0 and its log is -inf. "
+             "logsigmoid computes -softplus(-delta) = -200 directly."),
+            ("They are the same; logsigmoid is only faster",
+             "The same function on paper, not in floating point: sigmoid(-200) rounds to 0, and log(0) is -inf. "
+             "logsigmoid never forms that probability, so it stays finite."),
+            ("log(sigmoid) has the wrong sign for the loss",
+             "Both give log sigmoid(delta), a negative number, and the loss is minus either. The difference "
+             "shows only at very negative deltas, where one of them breaks."),
+            ("logsigmoid clips delta to a safe range first",
+             "It clips nothing: a badly misordered pair still gets a large loss and a full gradient, as it "
+             "should. It computes the log without a probability that rounds to 0."),
+        ]),
+        _q("Which rule finds each row's last real token for both right padding (1 1 1 0 0) and left padding "
+           "(0 0 1 1 1)?", 1, [
+            ("Position mask.sum() - 1",
+             "Right for right padding only: on 0 0 1 1 1 it gives position 2, the first real token, not the "
+             "last."),
+            ("The largest position whose mask is 1",
+             "Position 2 for 1 1 1 0 0, position 4 for 0 0 1 1 1: the eos after the response, the only position "
+             "that has attended to the whole prompt and response."),
+            ("Always position -1, the end of the row",
+             "Right for left padding only: with right padding position -1 is a pad token, and the reward would "
+             "be read where nothing was written."),
+            ("The first position whose mask is 1",
+             "That is where the text starts. In a causal model that position has seen only the first token and "
+             "nothing of the response: the reward must come from the end."),
+        ]),
+        _q("The held-out labels follow the gold ordering on 75% of pairs. A reward model that orders every pair "
+           "exactly as the gold scorer does: how often does it agree with those labels?", 1, [
+            ("100%: it is a perfect model",
+             "Perfect against the gold ordering, yes; but a quarter of the labels disagree with that ordering, "
+             "and it disagrees with every one of them."),
+            ("About 75%, the labels' own rate",
+             "The label noise is a ceiling no model can beat on these labels. That is why the lab also measures "
+             "agreement with the gold ordering, which only a toy world can show."),
+            ("About 56%, that is 0.75 * 0.75",
+             "That multiplies two accuracies as if the model erred too. This one never does, so it agrees "
+             "exactly where the labels are right: 75%."),
+            ("It cannot be known without training it",
+             "It follows from the definitions: it agrees with a label exactly when the label follows the gold "
+             "ordering, 75% of the time."),
+        ]),
+        _q("You add 5 to every reward the model outputs. What happens to the Bradley-Terry loss?", 2, [
+            ("Every pair's loss falls, as both rewards rise",
+             "Both rewards rise by the same 5, so their difference, the only thing the loss reads, is "
+             "unchanged."),
+            ("It grows: the rewards drift further from 0",
+             "The loss never sees a reward on its own, only r_chosen - r_rejected. Where 0 lies is arbitrary, "
+             "which is why the kit normalises the reward afterwards."),
+            ("Nothing: it only sees reward differences",
+             "The offset is arbitrary, so the kit shifts and scales the reward to mean 0, standard deviation 1 "
+             "on SFT samples: in lab 04 a reward of +1 means one standard deviation better than SFT usually "
+             "does."),
+            ("Each P(chosen) moves towards 1",
+             "P(chosen) is sigmoid(r_chosen - r_rejected), not sigmoid(r_chosen): adding 5 to both leaves it "
+             "where it was."),
+        ]),
+        _q("Where is the trained reward model least trustworthy?", 2, [
+            ("On held-out prompts it never trained on",
+             "The lab measured it on held-out prompts, with SFT-like answers, and it ordered them well above "
+             "chance. New prompts with familiar kinds of answer are not the weak spot."),
+            ("On close pairs, where the labellers disagree",
+             "Close pairs are hard to order, but there it is merely unsure, with a margin near 0 (see the "
+             "calibration plot). The danger is where it is confidently wrong."),
+            ("On answers unlike the SFT samples it saw",
+             "It learned from comparisons of SFT samples; where no such answer was ever compared (a loop, a "
+             "run-on) nothing tied its score to quality. The probe shows where it overrates them, and PPO will "
+             "look for exactly those."),
+            ("On short answers: it reads just one token",
+             "It reads one position, but that position has attended to the whole prompt and response. Length is "
+             "not what fools it; unfamiliar kinds of answer are."),
+        ]),
     ],
     "04": [
-        _at(1, Question(
-            "One token has ratio 1.3 and advantage -3, with clip epsilon 0.2. What is its PPO objective "
-            "min(ratio * A, clip(ratio, 0.8, 1.2) * A)?",
-            ["-3.9: the min keeps the unclipped term, so a ratio that moved the wrong way is penalised in full",
-             "-3.6: clipping caps the penalty at ratio 1.2",
-             "0: a ratio outside the clip range is ignored",
-             "-4.8"],
-            0,
-            "min(1.3 * -3, 1.2 * -3) = min(-3.9, -3.6) = -3.9. Answering -3.6 (the clipped term wins, or 'take the "
-            "max for negative advantages') is a common misconception: clipping only removes the incentive to push "
-            "a ratio further in the direction the advantage favours, and never rescues one that moved the wrong way.",
-        )),
-        _at(2, Question(
-            "Why is the probability ratio exactly 1 on the first minibatch of the first PPO epoch?",
-            ["No update has happened yet, and the old log-probs were computed by the same forward pass at the same "
-             "temperature on the same minibatch",
-             "Clipping forces it to 1",
-             "The reference model equals the policy at the start of training",
-             "It is not exactly 1, only close to it"],
-            0,
-            "Before the first gradient step pi_theta is pi_old, so log pi_theta - log pi_old must be 0 exactly. "
-            "Any deviation means the log-probs are computed inconsistently (temperature, dropout, padding, "
-            "generate's scores), and every ratio PPO clips afterwards carries that error.",
-        )),
-        _at(0, Question(
-            "What does raising beta, the KL coefficient, do?",
-            ["It charges more for every token the policy makes more likely than the SFT reference did, so the "
-             "policy stays closer to SFT and the reward rises more slowly",
-             "It limits how far the ratio may move in one update",
-             "It scales the reward model's score up",
-             "It is the value model's learning rate"],
-            0,
-            "beta weighs the per-token penalty -beta * KL_t. At beta = 0 the leash is gone: the proxy reward rises "
-            "fastest, the KL grows, and the policy is free to find the reward model's mistakes (lab 05). Limiting "
-            "the ratio is clip epsilon's job.",
-        )),
-        _at(1, Question(
-            "Why does the reward model's score go on the eos token, not on every token of the response?",
-            ["It judges the complete response, which exists only once the eos ends it; GAE carries the credit "
-             "back to the earlier tokens",
-             "The eos token has the highest log-probability",
-             "Putting it on every token would give the same advantages",
-             "The reward model cannot score anything else"],
-            0,
-            "One score is earned once, when the episode ends. Adding it to every token would count it once per "
-            "token and reward long answers; the value model and GAE decide how much of it each earlier token "
-            "deserves.",
-        )),
-        _at(3, Question(
-            "What does GAE's lambda trade off?",
-            ["Bias against variance: lam = 0 leans on the value model's estimate (low variance, biased when V is "
-             "wrong), lam = 1 uses the actual rewards to the end (unbiased, high variance)",
-             "Memory against speed",
-             "The KL penalty against the score",
-             "How strongly the ratio is clipped"],
-            0,
-            "A_t sums the TD errors delta_{t+k} weighted by (gamma * lam)^k. lam = 0 gives A_t = delta_t, one real "
-            "reward plus V's guess; lam = 1 gives reward-to-go minus V_t, with all the randomness of the rest of "
-            "the response. The kit uses 0.95.",
-        )),
+        _q("One token has ratio 1.3 and advantage -3, with clip epsilon 0.2. What is its objective "
+           "min(ratio * A, clip(ratio, 0.8, 1.2) * A)?", 2, [
+            ("-3.6",
+             "That is the clipped term, 1.2 * -3: the max, not the min ('for a negative advantage the clipped "
+             "term wins' is a common misreading). With -3.6 the objective would be flat in the ratio, and the "
+             "bad token would keep its gain."),
+            ("0, as the ratio is outside the clip range",
+             "Clipping drops no token: the min still includes the unclipped term, and here that term is the one "
+             "in charge."),
+            ("-3.9",
+             "min(-3.9, -3.6) = -3.9. The token was bad and became more likely; the min keeps the unclipped term, "
+             "whose gradient pushes it back down. Clipping never rescues a ratio that moved the wrong way."),
+            ("-2.4",
+             "That clips the ratio to 0.8, as if a negative advantage used 1 - epsilon. clip(1.3, 0.8, 1.2) is "
+             "1.2 whatever the advantage's sign, and the min then picks -3.9."),
+        ]),
+        _q("In ppo_policy_loss, what does clip epsilon bound?", 1, [
+            ("The advantage, clipped to [-eps, +eps]",
+             "Clipping the advantage would shrink every token's signal, good or bad, and do nothing to stop a "
+             "token moving far. PPO leaves A alone and clips the ratio."),
+            ("The probability ratio, to [1 - eps, 1 + eps]",
+             "The ratio pi_theta / pi_old is clipped, and the min with the unclipped term means that only moves "
+             "in the direction the advantage favours stop paying beyond 1 +/- eps."),
+            ("The gradient norm, at eps per update",
+             "The trainer does clip each model's gradient norm, but that is a separate safeguard with its own "
+             "threshold. Epsilon acts inside the objective, on the ratio."),
+            ("The log-prob difference, to [-eps, +eps]",
+             "Close, but not the same: bounding log pi - log pi_old at +/- 0.2 bounds the ratio at e^-0.2 = 0.82 "
+             "and e^0.2 = 1.22, not at 0.8 and 1.2. PPO clips the ratio itself."),
+        ]),
+        _q("The KL penalty charges the policy for drifting away from which model?", 3, [
+            ("The policy that sampled this batch",
+             "That is pi_old, the ratio's denominator, and it moves every batch. A penalty relative to it would "
+             "reset after each update, so many small steps could walk arbitrarily far. The reference never "
+             "moves."),
+            ("The base model pretrained in lab 00",
+             "Staying near the base model would pull the policy back towards text that ignores the instruction "
+             "format. The reference is the SFT model, the policy's own starting point."),
+            ("The reward model of lab 03",
+             "The reward model gives the score; it has no distribution over next tokens to compare with. The KL "
+             "compares two next-token distributions: the policy's and the frozen SFT model's."),
+            ("The SFT model, frozen as the reference",
+             "The reference is the SFT model, frozen. Its samples are what the reward model was trained on, so "
+             "staying near it keeps the policy where the reward model knows how to judge."),
+        ]),
+        _q("In one response, some tokens have k1 = log pi(y_t) - log pi_ref(y_t) below zero. What does that tell "
+           "you?", 0, [
+            ("The policy made them less likely than pi_ref did",
+             "log pi < log pi_ref on the sampled token. The penalty -beta * k1 is a small bonus there; the true "
+             "KL, an average over samples, is still at least 0."),
+            ("A bug: a KL divergence can never be negative",
+             "The KL, an expectation over samples, is never negative; a single token's k1 term can be. Averaged "
+             "over many samples the negative terms are outweighed, and the mean estimates the true KL."),
+            ("Clamp them at 0, since only drift away should cost",
+             "Clamping biases the estimate upwards: the mean of max(k1, 0) overstates the KL. For terms that are "
+             "never negative use k3, which has the same expectation as k1."),
+            ("k3 would be negative on those tokens as well",
+             "k3 = (e^u - 1) - u is never negative, because e^u >= 1 + u for every u. It has the same "
+             "expectation as k1 without the negative terms."),
+        ]),
+        _q("The reward model's score lands on each response's eos token only. How do the earlier tokens get credit "
+           "for it?", 0, [
+            ("Through GAE: each advantage sums later TD errors",
+             "A_t sums the TD errors from t on, discounted by gamma * lambda per step, so a final score better "
+             "than the value model expected raises the advantages of the tokens that led to it. The playground's "
+             "advantage colouring shows it spread over the tokens."),
+            ("They don't: only the eos's probability is updated",
+             "Every response token gets an advantage and a gradient. Without the credit passed back, the policy "
+             "could learn only when to stop, never what to write."),
+            ("Each token also gets the score as its own reward",
+             "That counts the score once per token, so a longer answer would earn more reward for the same "
+             "quality. The score is earned once, when the response is complete."),
+            ("Through the KL penalty, which spreads it evenly",
+             "The KL penalty is a separate per-token charge for drifting from the reference and carries no part "
+             "of the score. Credit for the score travels through the value model and GAE."),
+        ]),
+        _q("Before any update the ratio is exactly 1. What is the gradient of ratio * A for one token there?", 3, [
+            ("Zero, since the ratio is a constant 1",
+             "Its value is 1, but it still depends on theta: the gradient of pi_theta / pi_old at pi_theta = "
+             "pi_old is grad log pi_theta. A value of 1 is not a constant."),
+            ("grad pi(y_t) * A, without the log",
+             "grad (pi_theta / pi_old) = grad pi_theta / pi_old, and at pi_theta = pi_old that is "
+             "grad pi_theta / pi_theta = grad log pi_theta: the division by pi_old turns it into the log."),
+            ("grad log pi(y_t), as A is clipped away",
+             "At ratio 1 nothing is clipped, and the advantage is a constant weight on the gradient: it sets the "
+             "direction and the size of each token's push."),
+            ("A * grad log pi(y_t), as in REINFORCE",
+             "grad ratio = ratio * grad log pi, which at ratio 1 is grad log pi. So PPO's surrogate starts from "
+             "exactly REINFORCE's gradient, grad log pi * (R - b), with the advantage in place of R - b."),
+        ]),
     ],
     "05": [
-        _at(2, Question(
-            "Goodhart's law says a measure that becomes a target stops being a good measure. Where does it bite "
-            "in RLHF?",
-            ["PPO maximises the reward model's score, a learned stand-in for what people prefer; pushed hard "
-             "enough, the score keeps rising while the quality it stood for falls",
-             "The annotators disagree 27% of the time",
-             "The SFT loss stops falling after enough steps",
-             "The value model overfits its returns"],
-            0,
-            "The reward model was a good measure on the responses it was trained to compare. Once it is the target, "
-            "the policy is paid for whatever the model scores high, including its mistakes: the proxy curve keeps "
-            "climbing while the gold curve turns down.",
-        )),
-        _at(0, Question(
-            "Why does the KL penalty to the SFT policy reduce reward hacking?",
-            ["The reward model is only trustworthy near the responses it was trained on, which came from the SFT "
-             "policy; the penalty charges the policy for leaving that region",
-             "It makes the reward model more accurate",
-             "It stops each PPO update from moving the ratio too far",
-             "It makes responses shorter"],
-            0,
-            "Every nat of KL costs beta nats of reward, so the policy only drifts where the gain in score pays for "
-            "it. Limiting one update's ratio is clipping's job, and clipping is relative to the previous policy, "
-            "not to the SFT model: many small clipped steps can still walk far away.",
-        )),
-        _at(3, Question(
-            "Best-of-n sampling draws n responses and keeps the one the reward model scores highest. How far is "
-            "that from the policy it samples, in KL?",
-            ["log(n) - (n - 1)/n nats: it grows only like log n (about 1.8 nats for n = 16)",
-             "n nats", "0: nothing was trained, so the policy did not change", "log(n) * n nats"],
-            0,
-            "The chosen responses follow a different distribution from a single sample, even though no weights "
-            "changed. Its KL from the sampler is log n - (n - 1)/n, which is why best-of-n buys a lot of reward "
-            "per nat, and why it can be drawn on the same axes as PPO.",
-        )),
-        _at(1, Question(
-            "Why is a reward model easy to exploit on responses unlike the ones it was trained on?",
-            ["It learned from comparisons of SFT samples; where no such response was ever compared, nothing "
-             "tied its score to quality, and an optimiser seeks out exactly those regions",
-             "Its weights are frozen during PPO",
-             "Its scores are normalised to mean 0",
-             "It reads the response as text instead of tokens"],
-            0,
-            "Reward modelling is supervised learning, and PPO moves the inputs out of the training distribution. "
-            "A looped word or a run-on review was rarely or never compared, so its score is an extrapolation, and "
-            "the policy is rewarded for finding the extrapolations that came out too high (lab 03's probe).",
-        )),
+        _q("Goodhart's law: a measure that becomes a target stops being a good measure. Where does it bite in this "
+           "course?", 1, [
+            ("The labellers disagree about a quarter of the time",
+             "That is label noise: it caps how well the reward model can match the labels, but it is there "
+             "before anything is optimised. Goodhart is about what optimisation does to a measure."),
+            ("PPO raises the proxy while the gold reward falls",
+             "The reward model's score measured quality well on SFT samples. Once PPO maximises it, the policy is "
+             "paid for the reward model's mistakes too, and past some KL the gold reward turns down while the "
+             "proxy climbs."),
+            ("The reward model overfits its training pairs",
+             "It generalised to held-out prompts (lab 03). The trouble appears only under optimisation pressure, "
+             "on answers nobody compared."),
+            ("The SFT loss stops falling after enough steps",
+             "A loss levelling off is convergence, not Goodhart. Goodhart needs a target that stands in for "
+             "something else and is optimised until the two part."),
+        ]),
+        _q("Optimise the proxy harder and harder, with no KL penalty. Against sqrt(KL) from the SFT model, what "
+           "does the gold reward do?", 0, [
+            ("Rises, peaks, then falls as the proxy climbs",
+             "Over-optimisation. Gao et al. (2022) found the same shape at scale and fitted it with simple "
+             "functions of sqrt(KL); the proxy's rise says nothing about where the gold reward peaks."),
+            ("Rises and falls together with the proxy",
+             "The proxy does not fall: it is what the optimiser pushes up, and it keeps rising. The two curves "
+             "part, which is the point of the plot."),
+            ("Keeps rising with the proxy, only more slowly",
+             "That holds early on, and the leashed runs stay in that regime. Pushed far enough, with no penalty, "
+             "the gold reward peaks and turns down while the proxy still rises."),
+            ("Falls from the first step on",
+             "Early steps help: the policy first learns what the reward model and the gold reward agree on. The "
+             "fall comes later, once the real gains are used up."),
+        ]),
+        _q("Best-of-16: sample 16 answers and keep the one the reward model likes best. How far is that from the "
+           "SFT policy, by the formula log n - (n - 1)/n?", 2, [
+            ("About 2.8 nats: log 16",
+             "log 16 = 2.77 is only the first term; subtract (n - 1)/n = 15/16."),
+            ("0: no weights were changed",
+             "No weights changed, but the chosen answers follow a new distribution: the best of 16 is not a "
+             "typical single sample. The KL measures that distribution's distance, however it was produced."),
+            ("At most about 1.8 nats",
+             "log 16 - 15/16 = 1.84. It is an upper bound, reached only when the sampler (almost) never repeats "
+             "an answer (Beirami et al. 2024), and it grows like log n: best-of-n buys reward cheaply in KL."),
+            ("16 nats, one for each sample drawn",
+             "More samples cost compute, not KL: the KL grows only like log n, about 1.8 nats at n = 16."),
+        ]),
+        _q("A small model often samples the same answer twice among its n. Then best-of-n's true KL from the SFT "
+           "policy is:", 1, [
+            ("Higher than log n - (n - 1)/n",
+             "The formula is an upper bound. Duplicates mean the n draws offer fewer real choices, so the "
+             "selection moves the distribution less, not more."),
+            ("Lower than log n - (n - 1)/n",
+             "The formula assumes the sampler never repeats an answer; with repeats there is less to choose "
+             "between, and the KL falls below it (Beirami et al. 2024). A KL measured from samples can come out "
+             "lower."),
+            ("Exactly log n - (n - 1)/n",
+             "The formula is exact only when repeated answers have vanishing probability. Repeats make it an "
+             "overestimate."),
+            ("Undefined: KL needs distinct samples",
+             "KL is defined for any two distributions over answers; duplicates only make the best-of-n "
+             "distribution closer to the SFT one."),
+        ]),
+        _q("PPO already clips every update. Why add a KL penalty to the SFT model against reward hacking?", 3, [
+            ("The penalty makes the reward model more accurate",
+             "The reward model is frozen during PPO; nothing changes its accuracy. The penalty changes where the "
+             "policy goes, not how well the proxy judges."),
+            ("Clipping only acts on positive advantages",
+             "Clipping acts on both signs (above 1 + eps for A > 0, below 1 - eps for A < 0). Its limit is that "
+             "it is relative to the previous policy."),
+            ("They are the same brake; the KL is a backup",
+             "They compare with different models: clipping with the policy that sampled the batch, which moves "
+             "every step, the KL penalty with the frozen SFT model, which never does."),
+            ("Clipping limits each step, not the sum of steps",
+             "Clipping bounds the incentive within one update, relative to the policy that sampled the batch, "
+             "and the next batch starts from wherever that left off. The penalty charges the total distance "
+             "from the SFT samples the reward model was trained on, where its scores can be trusted."),
+        ]),
+        _q("An adaptive KL controller targets 6 nats. After a step the KL is 9 nats. What happens to beta?", 2, [
+            ("It falls, so the reward can catch up",
+             "Backwards: the policy is over budget, so the charge per nat must rise to pull it back. Beta falls "
+             "only while the KL is under target."),
+            ("It rises by 50%, the relative error",
+             "The relative error is (9 - 6)/6 = 0.5, but the controller clips it to 0.2 and then scales it by "
+             "n_responses / horizon: each step moves beta a little."),
+            ("It rises, with the error capped at 0.2",
+             "e = clip((9 - 6)/6, -0.2, 0.2) = 0.2, and beta is multiplied by 1 + 0.2 * n_responses / horizon. "
+             "It keeps rising while the policy is over budget."),
+            ("It stays: beta is fixed for the whole run",
+             "That is the fixed-beta PPO of lab 04. The controller moves beta after every step: up while over "
+             "budget, down while under."),
+        ]),
     ],
 }
 

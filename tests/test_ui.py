@@ -47,6 +47,51 @@ def test_question_rejects_bad_answer_index():
         Question(text="?", options=["a", "b"], answer=2, explanation="")
 
 
+PER_OPTION = {"text": "Which model does the KL penalty compare the policy with?",
+              "options": ["The policy that sampled the batch", "The frozen SFT model", "The reward model"],
+              "answer": 1,
+              "feedback": ["That is the ratio's denominator; it moves every batch.",
+                           "It never moves, so the penalty charges the total drift.",
+                           "It scores; it has no next-token distribution."]}
+
+
+def test_question_rejects_feedback_that_does_not_match_its_options():
+    with pytest.raises(ValueError, match=r"'Which model does the KL penalty.*' has 3 options but 2 feedback"):
+        Question(**dict(PER_OPTION, feedback=PER_OPTION["feedback"][:2]))
+    with pytest.raises(ValueError, match="has 3 options but 4 feedback"):
+        quiz([dict(PER_OPTION, feedback=[*PER_OPTION["feedback"], "one too many"])])
+
+
+def test_quiz_shows_the_feedback_of_the_option_picked_and_a_running_score():
+    q = quiz([PER_OPTION, dict(QUESTIONS[1], feedback=["Right: one number.", "It is one number."],
+                               explanation="Read at the last real token.")])
+    assert q.score_line.value == "<b>Score: 0/2</b>" and q.score_line in q.widget.children
+
+    q.radios[0].value = "The policy that sampled the batch"          # a wrong pick: its own feedback
+    q.buttons[0].click()
+    assert "Not quite: That is the ratio&#x27;s denominator; it moves every batch." in q.feedback[0].value
+    assert "total drift" not in q.feedback[0].value
+    assert q.score_line.value == "<b>Score: 0/2</b>"
+
+    q.radios[0].value = "The frozen SFT model"                       # a new pick clears the old verdict
+    assert q.feedback[0].value == ""
+    q.buttons[0].click()                                              # the right pick: its own feedback
+    assert "Correct: It never moves, so the penalty charges the total drift." in q.feedback[0].value
+    assert "denominator" not in q.feedback[0].value
+    assert q.score_line.value == "<b>Score: 1/2</b>"
+
+    q.radios[1].value = "Yes"                                         # right, with the general explanation after
+    q.buttons[1].click()
+    assert "Correct: Right: one number. Read at the last real token." in q.feedback[1].value
+    assert q.score == (2, 2) and q.score_line.value.startswith("<b>Score: 2/2</b>")
+
+    q.radios[1].value = "No"                                          # changing a right pick takes it out
+    assert q.score == (1, 2) and q.score_line.value == "<b>Score: 1/2</b>"
+    q.buttons[1].click()
+    assert "Not quite: It is one number." in q.feedback[1].value
+    assert "last real token" not in q.feedback[1].value
+
+
 class FakeHandle:
     """Stands in for IPython's DisplayHandle, counting in-place updates."""
 
