@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 
+from .configs import DPO_LOSSES
 from .presets import PRESETS
 from .workspace import Workspace, WorkspaceError, check_seed
 
@@ -19,6 +20,8 @@ TRAINING = {
     "reward": ("reward", "train the Bradley-Terry reward model; report held-out and gold accuracy"),
     "ppo": ("ppo", "PPO from the SFT policy against the reward model; report gold and proxy reward before/after "
                    "on held-out prompts, and the KL"),
+    "dpo": ("dpo", "DPO from the SFT policy on the preference pairs; report gold and proxy reward before/after on "
+                   "held-out prompts, the KL, and the implicit reward model's accuracy on held-out pairs"),
 }
 
 
@@ -54,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     ppo.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     ppo.add_argument("--save", default=None, metavar="DIR", help="also copy the trained policy (the workspace's "
                                                                 "ppo stage) to DIR")
+    dpo = sub.choices["dpo"]
+    dpo.add_argument("--beta", type=float, default=None, help="implicit-reward scale (default: the preset's)")
+    dpo.add_argument("--loss", choices=DPO_LOSSES, default=None, help="sigmoid (DPO) or ipo (default: sigmoid)")
+    dpo.add_argument("--epochs", type=int, default=None, help="passes over the pairs (default: the preset's)")
+    dpo.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     return parser
 
 
@@ -75,19 +83,19 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 
 
 PPO_FLAGS = {"beta": "--beta", "clip_eps": "--clip-eps", "steps": "--steps", "lr": "--lr"}
+DPO_FLAGS = {"beta": "--beta", "loss": "--loss", "epochs": "--epochs", "lr": "--lr"}
 
 
-def _ppo_options(args, ws) -> dict:
-    """The PPOConfig fields the flags override, checked before anything is built (PPOConfig names a bad value;
+def _config_options(args, ws, config_cls, flags: dict) -> dict:
+    """The config fields the flags override, checked before anything is built (the config names a bad value;
     the error starts with the flag that set it)."""
-    from .configs import PPOConfig
-
-    overrides = {key: getattr(args, key) for key in PPO_FLAGS if getattr(args, key) is not None}
+    overrides = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
     try:
-        PPOConfig.from_preset(ws.preset, ws.seed, **overrides)
+        config_cls.from_preset(ws.preset, ws.seed, **overrides)
     except ValueError as error:
-        flags = [f"{PPO_FLAGS[key]} {overrides[key]}" for key in overrides if f"PPOConfig.{key}" in str(error)]
-        raise ValueError(f"{', '.join(flags)}: {error}" if flags else str(error)) from None
+        name = config_cls.__name__
+        used = [f"{flags[key]} {overrides[key]}" for key in overrides if f"{name}.{key}" in str(error)]
+        raise ValueError(f"{', '.join(used)}: {error}" if used else str(error)) from None
     return overrides
 
 
@@ -152,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
             options["n_pairs"] = args.pairs
         if args.command == "ppo":
-            _build_ppo(ws, _ppo_options(args, ws))
+            from .configs import PPOConfig
+
+            _build_ppo(ws, _config_options(args, ws, PPOConfig, PPO_FLAGS))
+        elif args.command == "dpo":
+            from .configs import DPOConfig
+
+            ws.build("dpo", **_config_options(args, ws, DPOConfig, DPO_FLAGS))
         else:
             ws.build(stage, **options)
         if getattr(args, "save", None):

@@ -125,3 +125,37 @@ class PPOConfig:
                       beta=preset.ppo_beta, clip_eps=preset.ppo_clip_eps, max_new_tokens=preset.max_new_tokens,
                       eval_temperature=preset.eval_temperature, seed=seed)
         return cls(**{**values, **overrides})
+
+
+# ----------------------------------------------------------------------------------------------------- DPO
+DPO_LOSSES = ("sigmoid", "ipo")     # `losses.dpo_loss`, `losses.ipo_loss` (TRL's loss_type names)
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1                # implicit-reward scale: r = beta * log(pi / pi_ref); larger keeps pi nearer pi_ref
+    loss: str = "sigmoid"            # "sigmoid" (DPO, Rafailov et al. 2023) or "ipo" (Azar et al. 2023)
+    epochs: int = 2                  # passes over the training pairs
+    batch_size: int = 32             # preference pairs per step
+    lr: float = 1e-4                 # peak learning rate (warm-up, cosine decay)
+    max_len: int = 128               # prompt+response is cut to this many tokens (and to the model's context)
+    max_new_tokens: int = 72         # response budget when evaluating
+    eval_temperature: float = 0.7    # sampling temperature when evaluating; KL from the reference is measured there
+    seed: int = 0                    # pair order
+
+    def __post_init__(self):
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not 0 < self.beta < math.inf:
+            raise ValueError(f"DPOConfig.beta must be a finite number > 0; got {self.beta!r}. It scales log(pi / "
+                             f"pi_ref) into the implicit reward: use e.g. beta=0.1 (0.05-0.5 is the usual range).")
+        check_config(self, ("epochs", "batch_size", "max_len", "max_new_tokens"), ("lr", "eval_temperature"))
+        if self.loss not in DPO_LOSSES:
+            raise ValueError(f"DPOConfig.loss must be one of {', '.join(map(repr, DPO_LOSSES))}; got {self.loss!r}.")
+
+    @classmethod
+    def from_preset(cls, preset, seed: int = 0, **overrides) -> "DPOConfig":
+        """The preset's DPO sizes (its `dpo_*` fields, `max_new_tokens`, `eval_temperature`); keyword overrides
+        replace single fields, e.g. `DPOConfig.from_preset(preset, beta=0.5, loss="ipo")`."""
+        values = dict(beta=preset.dpo_beta, epochs=preset.dpo_epochs, batch_size=preset.dpo_batch_size,
+                      lr=preset.dpo_lr, max_len=preset.n_positions, max_new_tokens=preset.max_new_tokens,
+                      eval_temperature=preset.eval_temperature, seed=seed)
+        return cls(**{**values, **overrides})

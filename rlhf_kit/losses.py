@@ -232,3 +232,92 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     v_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
     worst = torch.max((values - returns) ** 2, (v_clipped - returns) ** 2)
     return 0.5 * _masked_mean(worst, mask)
+
+
+# ------------------------------------------------------------------------------------------------ DPO and IPO
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """The summed log-probability of each sequence's response tokens, log pi(y | x), the quantity DPO compares.
+
+        logp[b] = sum_{t>=1} m[b,t] * log softmax(logits[b, t-1])[x[b,t]]
+
+    The logits at position t-1 predict token t (shift by one); m is 1 on response tokens (including the final eos)
+    and 0 on the prompt and the padding, so neither counts. A sum, not a mean: log pi(y | x) of a whole response
+    is the sum of its tokens' log-probabilities.
+
+    Shapes:
+        logits:        (batch, seq_len, vocab)   the model's output for input_ids
+        input_ids:     (batch, seq_len)          prompt tokens, then response tokens (ending with eos), then padding
+        response_mask: (batch, seq_len)          1 on response tokens, 0 on prompt and padding
+    Returns (batch,), in nats (each <= 0).
+    """
+    logprobs = F.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    token_logprobs = logprobs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)   # (batch, seq_len - 1)
+    return (token_logprobs * response_mask[:, 1:].to(token_logprobs.dtype)).sum(dim=1)
+
+
+def _check_beta(beta: float) -> None:
+    if not 0 < beta < float("inf"):
+        raise ValueError(f"beta must be a finite number > 0; got {beta}. It scales the log-ratios into implicit "
+                         f"rewards (beta = 0 divides by zero in the derivation, and IPO's target is 1/(2 beta)): "
+                         f"use e.g. beta=0.1.")
+
+
+def _implicit_reward_stats(chosen_reward: torch.Tensor, rejected_reward: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The detached implicit rewards of a batch of pairs, their margins and the share the policy orders right."""
+    chosen_reward, rejected_reward = chosen_reward.detach(), rejected_reward.detach()
+    margin = chosen_reward - rejected_reward
+    return {"chosen_reward": chosen_reward, "rejected_reward": rejected_reward, "margin": margin,
+            "accuracy": (margin > 0).to(margin.dtype).mean()}
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+             beta: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Direct Preference Optimization (Rafailov et al. 2023): Bradley-Terry on implicit rewards.
+
+        r_chosen   = beta * (log pi(y_w | x) - log pi_ref(y_w | x))        the implicit reward of the chosen response
+        r_rejected = beta * (log pi(y_l | x) - log pi_ref(y_l | x))        and of the rejected one
+        loss       = - (1 / batch) * sum_i log sigmoid(r_chosen[i] - r_rejected[i])
+
+    computed with F.logsigmoid, finite at any margin (at a margin of -1000 the loss is 1000, not inf). While the
+    policy equals the reference every margin is 0 and the loss is log 2 = 0.6931.
+
+    Worked example: policy (chosen, rejected) = (-9, -13), reference (-10, -12), beta = 0.1: the log-ratio margin
+    is (+1) - (-1) = 2, r_chosen = 0.1, r_rejected = -0.1, loss = -log sigmoid(0.2) = 0.5981.
+
+    stats (detached): chosen_reward, rejected_reward, margin = chosen_reward - rejected_reward, each (batch,);
+    accuracy, the share of pairs with margin > 0, a 0-dim float tensor.
+
+    Shapes: the four log-probability tensors are (batch,), summed over each response (`sequence_logprobs`).
+    Returns (loss, stats). Raises ValueError for beta <= 0.
+    """
+    _check_beta(beta)
+    chosen_reward = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected_reward = beta * (policy_rejected_logps - ref_rejected_logps)
+    loss = -F.logsigmoid(chosen_reward - rejected_reward).mean()
+    return loss, _implicit_reward_stats(chosen_reward, rejected_reward)
+
+
+def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+             beta: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """IPO (Azar et al. 2023, "A general theoretical paradigm to understand learning from human preferences"):
+    a squared loss that pulls the log-ratio margin to a finite target instead of pushing it to infinity.
+
+        h_i  = (log pi(y_w | x) - log pi_ref(y_w | x)) - (log pi(y_l | x) - log pi_ref(y_l | x))
+        loss = (1 / batch) * sum_i (h_i - 1 / (2 beta))^2
+
+    DPO's -log sigmoid(beta h) keeps falling as h grows, so on a pair labelled the same way every time the margin
+    is pushed without end (and the KL from the reference with it); IPO's minimum sits at h = 1 / (2 beta), so a
+    smaller beta allows a larger margin. (Azar et al. use mean per-token log-probabilities; the course passes sums.)
+
+    Worked example: h = 2, beta = 0.1: target 5, loss (2 - 5)^2 = 9.
+
+    stats: as `dpo_loss`'s (implicit rewards beta * log-ratio, margins, accuracy), detached.
+    Shapes: the four log-probability tensors are (batch,). Returns (loss, stats). Raises ValueError for beta <= 0.
+    """
+    _check_beta(beta)
+    chosen_ratio = policy_chosen_logps - ref_chosen_logps
+    rejected_ratio = policy_rejected_logps - ref_rejected_logps
+    loss = ((chosen_ratio - rejected_ratio - 1 / (2 * beta)) ** 2).mean()
+    return loss, _implicit_reward_stats(beta * chosen_ratio, beta * rejected_ratio)

@@ -57,6 +57,11 @@ class Preset:
     ppo_lr: float
     ppo_beta: float             # KL coefficient
     ppo_clip_eps: float         # policy ratio clip
+    # --- DPO (rlhf_kit.configs.DPOConfig.from_preset) ---
+    dpo_beta: float             # implicit-reward scale
+    dpo_epochs: int             # passes over the training pairs
+    dpo_batch_size: int         # preference pairs per step
+    dpo_lr: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +99,7 @@ PRESETS: dict[str, Preset] = {
         max_new_tokens=16, eval_temperature=0.7,
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
         ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
+        dpo_beta=0.1, dpo_epochs=1, dpo_batch_size=4, dpo_lr=1e-4,
     ),
     "ci": Preset(
         name="ci",
@@ -105,6 +111,7 @@ PRESETS: dict[str, Preset] = {
         max_new_tokens=64, eval_temperature=0.7,
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
         ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
+        dpo_beta=0.1, dpo_epochs=2, dpo_batch_size=16, dpo_lr=1e-4,
     ),
     "lab": Preset(
         name="lab",
@@ -116,6 +123,7 @@ PRESETS: dict[str, Preset] = {
         max_new_tokens=72, eval_temperature=0.7,
         ppo_steps=40, ppo_batch_size=32, ppo_minibatch_size=16, ppo_epochs=2,
         ppo_lr=5e-5, ppo_beta=0.05, ppo_clip_eps=0.2,
+        dpo_beta=0.1, dpo_epochs=2, dpo_batch_size=32, dpo_lr=1e-4,
     ),
     "gpu": Preset(
         name="gpu",
@@ -127,6 +135,7 @@ PRESETS: dict[str, Preset] = {
         max_new_tokens=72, eval_temperature=0.7,
         ppo_steps=100, ppo_batch_size=64, ppo_minibatch_size=32, ppo_epochs=2,
         ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
+        dpo_beta=0.1, dpo_epochs=2, dpo_batch_size=64, dpo_lr=1e-4,
     ),
 }
 

@@ -100,6 +100,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "preferences": (("sft",), "collect"),
     "reward": (("preferences",), "reward"),
     "ppo": (("reward",), "ppo"),
+    "dpo": (("reward",), "dpo"),
 }
 
 # The preset fields each stage is built from (names or name prefixes). A finished stage records the values of its
@@ -111,11 +112,12 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "preferences": ("n_pref_prompts", "pref_"),
     "reward": ("rm_",),
     "ppo": ("ppo_",),
+    "dpo": ("dpo_",),
 }
 
-# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds the `ppo` stage).
+# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds `ppo` or `dpo`).
 COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
-            "reward": "reward", "ppo": "ppo"}
+            "reward": "reward", "ppo": "ppo", "dpo": "dpo"}
 LABS = {"world": "00", "base": "00", "sft": "01", "preferences": "02", "reward": "03"}
 
 

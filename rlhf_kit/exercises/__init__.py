@@ -10,14 +10,14 @@ exercise carries a catalogue of typical wrong implementations, and the learner's
 them on the same inputs.
 
 The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sft`,
-`ranking`, `reward`, `ppo`), with the references in `rlhf_kit.losses` and `rlhf_kit.preferences`.
+`ranking`, `reward`, `ppo`, `dpo`), with the references in `rlhf_kit.losses` and `rlhf_kit.preferences`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import checking, ppo, ranking, reward, sft
+from . import checking, dpo, ppo, ranking, reward, sft
 from .checking import TIME_LIMIT, Exercise
 
 __all__ = ["EXERCISES", "check", "summary", "verify"]
@@ -31,6 +31,9 @@ EXERCISES: dict[str, Exercise] = {
     "ppo_policy_loss": ppo.PPO_POLICY_LOSS,
     "ranking_to_pairs": ranking.RANKING_TO_PAIRS,
     "value_loss": ppo.VALUE_LOSS,
+    "sequence_logprobs": dpo.SEQUENCE_LOGPROBS,
+    "dpo_loss": dpo.DPO_LOSS,
+    "ipo_loss": dpo.IPO_LOSS,
 }
 
 
