@@ -111,6 +111,54 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: s
     raise ValueError(f"Unknown KL estimator {estimator!r}: use 'k1' or 'k3'.")
 
 
+def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                estimator: str = "k1") -> torch.Tensor:
+    """Each response's KL estimate: the sum of the per-token estimates over its tokens, in nats.
+
+        kl[b] = sum_t mask[b, t] * kl_t      (kl_t from `kl_estimate`)
+
+    With k1 this is exactly the sequence log-ratio log pi(y_b | x_b) - log pi_ref(y_b | x_b), since a response's
+    log-probability is the sum of its tokens' (the chain rule). Its mean over responses sampled from pi estimates
+    KL(pi || pi_ref) per response, which is >= 0; the k1 estimate can still be negative for one batch, the k3
+    estimate never.
+
+    Shapes: logprobs, ref_logprobs, mask (batch, response_len) -> (batch,).
+    """
+    return (kl_estimate(logprobs, ref_logprobs, estimator) * mask.to(logprobs.dtype)).sum(1)
+
+
+def reinforce_loss(logprobs: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   baseline: float | torch.Tensor | None = None) -> torch.Tensor:
+    """REINFORCE with a baseline (Williams 1992), as a loss to minimise, one return per response.
+
+        logp_b = sum_t mask[b, t] * logprobs[b, t]           log pi(y_b | x_b), the whole response
+        base   = mean_b returns[b]   if baseline is None, else baseline (a number or (batch,))
+        A_b    = stop_gradient(returns[b] - base)
+        loss   = -(1 / batch) * sum_b A_b * logp_b
+
+    Its gradient, -(1 / batch) * sum_b (R_b - base) * grad log pi(y_b | x_b), is minus the sample estimate of
+    the policy gradient grad E[R]: gradient descent on it makes responses with a return above the baseline more
+    likely. The baseline leaves the expected gradient unchanged (E[grad log pi(y)] = 0) and lowers its variance.
+    The batch mean includes each response's own return, which scales its A_b by (batch - 1) / batch relative to
+    the leave-one-out baseline: the direction is unbiased, the length slightly shorter. The advantage is detached:
+    a return that depends on the policy (such as r - beta * log-ratio) must not be differentiated through.
+
+    Worked example: logprobs [[-1, -0.5, -0.2], [-2, -0.1, pad]], returns [2, -1], baseline None (mean 0.5):
+    logp = [-1.7, -2.1], A = [1.5, -1.5], loss = -(1.5 * -1.7 + -1.5 * -2.1) / 2 = -0.3.
+
+    Shapes:
+        logprobs: (batch, response_len)   log pi(token_t | ...) of the sampled tokens, with gradient
+        returns:  (batch,)                each response's return R_b
+        mask:     (batch, response_len)   1 on response tokens, 0 on padding
+    Returns a scalar.
+    """
+    if baseline is None:
+        baseline = returns.mean()
+    advantages = (returns - baseline).detach()
+    sequence_logprobs = (logprobs * mask.to(logprobs.dtype)).sum(1)
+    return -(advantages * sequence_logprobs).mean()
+
+
 def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                          mask: torch.Tensor, beta: float, estimator: str = "k1") -> torch.Tensor:
     """Per-token PPO rewards: a KL penalty on every response token, plus the reward model's score at the end.

@@ -55,9 +55,9 @@ from .training import adamw, tail_mean
 from .value import ValueModel
 from .world import gold_reward, heldout_prompts, load_world, training_prompts
 
-STAT_KEYS = ("step", "proxy", "gold", "kl", "beta", "entropy", "clip_fraction", "approx_kl", "policy_loss",
-             "value_loss", "explained_variance", "response_length", "eos_rate", "first_ratio_max_abs_dev",
-             "seconds", "samples")
+STAT_KEYS = ("step", "proxy", "gold", "kl", "kl_k1", "kl_k3", "beta", "entropy", "clip_fraction", "approx_kl",
+             "policy_loss", "value_loss", "explained_variance", "response_length", "eos_rate",
+             "first_ratio_max_abs_dev", "seconds", "samples")
 
 
 class PPODiverged(RuntimeError):
@@ -182,8 +182,9 @@ class PPOTrainer:
         """One PPO step: rollout, score, log-probs and values, advantages, then ppo_epochs x minibatches of updates.
 
         Returns its stats, over the whole batch (all processes): proxy (mean reward-model score, normalised,
-        before the no-eos penalty), gold (mean gold reward), kl (mean over responses of sum_t KL_t, nats), beta
-        (the one used), entropy (per response token, at the sampling temperature), policy_loss, value_loss,
+        before the no-eos penalty), gold (mean gold reward), kl (mean over responses of sum_t KL_t, nats, by the
+        config's estimator), kl_k1 and kl_k3 (the same by each estimator: k1's can dip below 0, k3's never),
+        beta (the one used), entropy (per response token, at the sampling temperature), policy_loss, value_loss,
         clip_fraction, approx_kl (means over updates), explained_variance (1 - Var(returns - V) / Var(returns)),
         response_length (tokens, eos included), eos_rate, first_ratio_max_abs_dev (max |ratio - 1| on the first
         minibatch: 0.0), seconds, and samples (a few {prompt, response, proxy, gold} rows).
@@ -302,7 +303,9 @@ class PPOTrainer:
         """The step's stats over the whole batch; steer beta (adaptive KL); keep this state as the last good one."""
         mask = batch.mask
         means = self.dist.row_means(proxy=proxy, gold=gold, kl=kl.sum(1), response_length=mask.sum(1),
-                                    eos_rate=batch.has_eos)
+                                    eos_rate=batch.has_eos,
+                                    **{f"kl_{k}": losses.sequence_kl(old["logprobs"], old["ref_logprobs"], mask, k)
+                                       for k in ("k1", "k3")})
         entropy, _ = self.dist.masked_moments(old["entropy"], mask)
         _, returns_var = self.dist.masked_moments(returns, mask)
         _, error_var = self.dist.masked_moments(returns - old["values"], mask)

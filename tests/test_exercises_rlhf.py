@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from rlhf_kit import losses
 from rlhf_kit.exercises import EXERCISES, check, verify
 
-RLHF_EXERCISES = ["bradley_terry_loss", "rewards_at_last_token", "kl_penalized_rewards", "gae", "ppo_policy_loss",
-                  "value_loss"]
+RLHF_EXERCISES = ["bradley_terry_loss", "rewards_at_last_token", "kl_penalized_rewards", "reinforce_loss", "gae",
+                  "ppo_policy_loss", "value_loss"]
 
 
 # ------------------------------------------------------------------------------------------------ learners' attempts
@@ -143,6 +143,86 @@ def kl_no_validation(scores, logprobs, ref_logprobs, mask, beta, estimator="k1")
     for b, t in enumerate(_learner_last(mask)):
         out[b, t] += scores[b]
     return out
+
+
+def _rf(logprobs, returns, mask, baseline, *, use_baseline=True, honour_given=True, falsy_check=False, sign=-1.0,
+        masked=True, reduce="mean", whiten=False):
+    """A learner's REINFORCE, written loop by loop, with one thing changed."""
+    if falsy_check:
+        b = returns.mean() if not baseline else baseline
+    elif baseline is None or not honour_given:
+        b = returns.mean()
+    else:
+        b = baseline
+    adv = (returns - b if use_baseline else returns).detach()
+    if whiten:
+        adv = adv / adv.std()
+    per_response, n_tokens = [], 0
+    for i in range(len(returns)):
+        n = int(mask[i].sum()) if masked else logprobs.shape[1]
+        n_tokens += n
+        total = logprobs[i, :n].sum()
+        per_response.append(adv[i] * (total / n if reduce == "length" else total))
+    stacked = torch.stack(per_response)
+    if reduce == "sum":
+        out = stacked.sum()
+    elif reduce == "tokens":
+        out = stacked.sum() / n_tokens
+    else:
+        out = stacked.mean()
+    return sign * out
+
+
+def rf_ascent(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, sign=1.0)
+
+
+def rf_no_baseline(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, use_baseline=False)
+
+
+def rf_always_the_mean(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, honour_given=False)
+
+
+def rf_falsy_baseline(logprobs, returns, mask, baseline=None):
+    if isinstance(baseline, torch.Tensor):        # avoid the ambiguous truth value of a tensor
+        return _rf(logprobs, returns, mask, baseline)
+    return _rf(logprobs, returns, mask, baseline, falsy_check=True)
+
+
+def rf_unmasked(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, masked=False)
+
+
+def rf_token_mean(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, reduce="tokens")
+
+
+def rf_length_normalised(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, reduce="length")
+
+
+def rf_summed(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, reduce="sum")
+
+
+def rf_whitened(logprobs, returns, mask, baseline=None):
+    return _rf(logprobs, returns, mask, baseline, whiten=True)
+
+
+def rf_through_the_reward(logprobs, returns, mask, baseline=None):
+    b = returns.mean() if baseline is None else baseline
+    return -((returns - b) * (logprobs * mask).sum(1)).mean()          # no detach
+
+
+def rf_through_the_baseline(logprobs, returns, mask, baseline=None):
+    b = returns.mean() if baseline is None else baseline
+    return -((returns.detach() - b) * (logprobs * mask).sum(1)).mean()  # the baseline still carries a gradient
+
+
+def rf_detached_everything(logprobs, returns, mask, baseline=None):
+    return losses.reinforce_loss(logprobs.detach(), returns, mask, baseline)
 
 
 def _learner_gae(rewards, values, mask, gamma, lam, *, zero_v_after_end=True, backwards=True, use_lam=True,
@@ -288,6 +368,15 @@ WRONG = [
     ("kl_penalized_rewards", kl_unmasked, "Padding positions got rewards"),
     ("kl_penalized_rewards", kl_only_k1, "estimator='k3' was ignored"),
     ("kl_penalized_rewards", kl_k3_inverted, "ratio pi_ref / pi"),
+    ("reinforce_loss", rf_ascent, "returned the objective"),
+    ("reinforce_loss", rf_no_baseline, "baseline is not subtracted"),
+    ("reinforce_loss", rf_always_the_mean, "baseline argument was ignored"),
+    ("reinforce_loss", rf_falsy_baseline, "0.0 is a real baseline"),
+    ("reinforce_loss", rf_unmasked, "Padding counted"),
+    ("reinforce_loss", rf_token_mean, "mean over tokens"),
+    ("reinforce_loss", rf_length_normalised, "not divided by its length"),
+    ("reinforce_loss", rf_summed, "summed over the responses"),
+    ("reinforce_loss", rf_whitened, "standard deviation"),
     ("gae", gae_bootstrap, "bootstrapped from the value after the end"),
     ("gae", gae_forward, "Forward recursion"),
     ("gae", gae_no_lam, "missing lam"),
@@ -465,3 +554,27 @@ def test_a_gae_that_changes_values_in_place_is_not_handed_to_ppo(fn):
         assert check("gae", fn) is EXERCISES["gae"].reference   # PPO runs on the reference, and the verdict says so
     assert "❌" in out.getvalue() and "`values` in place" in out.getvalue()
     assert "Using the reference implementation of gae" in out.getvalue()
+
+
+@pytest.mark.parametrize("fn, phrase", [(rf_through_the_reward, "gradient went through the returns"),
+                                        (rf_through_the_baseline, "gradient went through the returns"),
+                                        (rf_detached_everything, "carries no gradient")])
+def test_reinforce_gradient_must_not_flow_through_the_return(fn, phrase):
+    """Right values, wrong gradient: only a property check with a policy-dependent return (r - beta * log-ratio)
+    can tell, and it names the missing detach."""
+    ok, message = verify("reinforce_loss", fn)
+    assert not ok and "gives the right values but" in message and phrase in message, message
+
+
+def test_reinforce_alternative_correct_implementation_passes():
+    """Written as a loop over responses, or as one einsum: accepted (values and gradient alike)."""
+    def loop_reinforce(logprobs, returns, mask, baseline=None):
+        return _rf(logprobs, returns, mask, baseline)
+
+    def einsum_reinforce(logprobs, returns, mask, baseline=None):
+        b = returns.detach().mean() if baseline is None else torch.as_tensor(baseline)
+        return -torch.einsum("b,bt->", returns.detach() - b, logprobs * mask) / len(returns)
+
+    for fn in (loop_reinforce, einsum_reinforce):
+        ok, message = verify("reinforce_loss", fn)
+        assert ok, message

@@ -10,7 +10,9 @@ from rlhf_kit.losses import (
     gae,
     kl_penalized_rewards,
     ppo_policy_loss,
+    reinforce_loss,
     rewards_at_last_token,
+    sequence_kl,
     value_loss,
 )
 
@@ -219,3 +221,63 @@ def test_value_loss_is_a_masked_mean():
 def test_value_loss_rejects_non_positive_clip_eps():
     with pytest.raises(ValueError, match="clip_eps"):
         value_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), clip_eps=-0.1)
+
+
+# ------------------------------------------------------------------------------------------------ REINFORCE
+def test_reinforce_worked_example_and_its_gradient():
+    """Sequence log-probs -1.7 and -2.1 (padding ignored), returns 2 and -1, baseline the mean 0.5: loss -0.3, and
+    d loss / d logprobs[b, t] = -(R_b - 0.5) * mask[b, t] / 2."""
+    logprobs = torch.tensor([[-1.0, -0.5, -0.2], [-2.0, -0.1, -3.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    loss = reinforce_loss(logprobs, torch.tensor([2.0, -1.0]), mask)
+    assert loss.item() == pytest.approx(-0.3, abs=1e-6)
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-0.75, -0.75, -0.75], [0.75, 0.75, 0.0]]))
+    assert reinforce_loss(logprobs, torch.tensor([2.0, -1.0]), mask, baseline=0.0).item() == pytest.approx(
+        -(2.0 * -1.7 - 1.0 * -2.1) / 2, abs=1e-6)
+
+
+def _bandit_gradient(baseline: float) -> torch.Tensor:
+    """The exact expected REINFORCE gradient over a 4-armed bandit: sum over every arm y of pi(y) times the
+    gradient of reinforce_loss on that one sample, with a fixed baseline."""
+    logits = torch.tensor([0.3, -0.2, 1.0, 0.0], requires_grad=True)
+    rewards = torch.tensor([1.0, 3.0, -2.0, 0.5])
+    log_pi = torch.log_softmax(logits, 0)
+    expected = sum(log_pi[y].exp().detach() * reinforce_loss(log_pi[y].view(1, 1), rewards[y].view(1),
+                                                             torch.ones(1, 1), baseline=baseline)
+                   for y in range(4))
+    (grad,) = torch.autograd.grad(expected, logits)
+    return grad
+
+
+def test_a_baseline_leaves_the_expected_policy_gradient_unchanged():
+    """E_y[grad log pi(y) * b] = b * grad sum_y pi(y) = 0, so any constant baseline gives the same expected
+    gradient, and that gradient is minus the exact grad E[R]."""
+    logits = torch.tensor([0.3, -0.2, 1.0, 0.0], requires_grad=True)
+    (true,) = torch.autograd.grad(-(torch.softmax(logits, 0) * torch.tensor([1.0, 3.0, -2.0, 0.5])).sum(), logits)
+    for baseline in (0.0, 0.7, -5.0):
+        torch.testing.assert_close(_bandit_gradient(baseline), true)
+
+
+def test_ratio_surrogate_gradient_at_ratio_one_is_the_policy_gradient():
+    """d/dtheta [exp(logp - logp_old) * A] at logp = logp_old is A * grad logp: PPO's unclipped surrogate, summed
+    over a response's tokens, has REINFORCE's gradient (with the same advantage on every token)."""
+    logprobs = torch.tensor([[-1.0, -0.5, -0.2], [-2.0, -0.1, -3.0]], requires_grad=True)
+    mask, returns = torch.tensor([[1, 1, 1], [1, 1, 0]]), torch.tensor([2.0, -1.0])
+    (pg,) = torch.autograd.grad(reinforce_loss(logprobs, returns, mask), logprobs)
+    advantages = (returns - returns.mean())[:, None].expand(-1, 3)
+    ratio = (logprobs - logprobs.detach()).exp()
+    surrogate = -((ratio * advantages * mask).sum(1)).mean()
+    (grad,) = torch.autograd.grad(surrogate, logprobs)
+    torch.testing.assert_close(grad, pg)
+
+
+def test_sequence_kl_k1_is_the_sequence_log_ratio_and_k3_is_never_negative():
+    g = torch.Generator().manual_seed(3)
+    logp = -3 * torch.rand(5, 7, generator=g)
+    ref = logp + torch.randn(5, 7, generator=g)
+    mask = (torch.arange(7)[None, :] < torch.tensor([7, 5, 3, 1, 6])[:, None]).long()
+    torch.testing.assert_close(sequence_kl(logp, ref, mask), ((logp - ref) * mask).sum(1))
+    assert (sequence_kl(logp, ref, mask, "k3") >= 0).all()
+    # one sample's k1 is negative where the policy made its tokens less likely than the reference did
+    assert sequence_kl(ref - 0.5, ref, mask).lt(0).all()

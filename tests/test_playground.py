@@ -9,6 +9,7 @@ import pytest
 
 from rlhf_kit.ppo import PPOConfig
 from rlhf_kit.ui.playground import PANELS, Playground
+from rlhf_kit.ui.plots import kl_estimators_plot
 
 # A fast trainer on the MICRO workspace (as in test_ppo.py).
 TINY = PPOConfig(batch_size=4, minibatch_size=2, ppo_epochs=2, lr=1e-3, max_new_tokens=8, steps=2)
@@ -66,7 +67,9 @@ def test_runs_with_different_beta_are_kept_and_overlaid(micro_rm_ws):
     figure = pg.dashboard_figure()
     axes = figure.axes
     assert [ax.get_title() for ax in axes] == [title for _, title in PANELS]
-    assert all(len(ax.get_lines()) == 2 for ax in axes)
+    kl_panel = [key for key, _ in PANELS].index("kl")
+    assert all(len(ax.get_lines()) == 2 for i, ax in enumerate(axes) if i != kl_panel)
+    assert len(axes[kl_panel].get_lines()) == 2 * 2 + 1          # k1 and k3 per run, and the zero line
     labels = [text.get_text() for text in figure.legends[0].get_texts()]
     assert labels == ["#1 beta=0 eps=0.2 lr=0.001", "#2 beta=0.1 eps=0.2 lr=0.001"]
     pg.clear_runs()
@@ -130,3 +133,23 @@ def test_an_error_in_the_thread_lands_in_the_status_line():
     assert pg.runs == [] and not pg.running
     with pytest.raises(RuntimeError, match="sft stage is missing"):   # a blocking run raises it too
         pg.run_sync()
+
+
+def test_k1_and_k3_batch_means_are_recorded_and_drawn(micro_rm_ws):
+    """Each step records the batch-mean KL per response by k1 (the estimator PPO penalises by default, so it is
+    the `kl` stat) and by k3 (never negative); the dashboard's KL panel draws both, and kl_estimators_plot too."""
+    pg = Playground(micro_rm_ws, base_config=TINY)
+    run = pg.run_sync(steps=2, beta=0.0)
+    for stats in run.history:
+        assert stats["kl_k1"] == pytest.approx(stats["kl"], abs=1e-6) and stats["kl_k3"] >= 0
+    assert run.history[0]["kl_k1"] == run.history[0]["kl_k3"] == 0.0      # step 1 samples from the reference itself
+    batch = pg.trainer.last_batch
+    assert sum(sum(row["kl"]) for row in batch) / len(batch) == pytest.approx(run.history[-1]["kl_k1"], abs=1e-5)
+    kl_axes = pg.dashboard_figure().axes[[key for key, _ in PANELS].index("kl")]
+    solid, dashed, zero = kl_axes.get_lines()
+    assert list(solid.get_ydata()) == [s["kl_k1"] for s in run.history]
+    assert list(dashed.get_ydata()) == [s["kl_k3"] for s in run.history] and dashed.get_linestyle() == "--"
+    assert list(zero.get_ydata()) == [0.0, 0.0]
+    figure = kl_estimators_plot([(run.label, run.history)]).figure
+    assert [len(ax.get_lines()) for ax in figure.axes] == [3, 3]
+    assert list(figure.axes[0].get_lines()[1].get_ydata()) == [s["kl_k3"] for s in run.history]

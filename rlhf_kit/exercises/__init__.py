@@ -27,6 +27,7 @@ EXERCISES: dict[str, Exercise] = {
     "bradley_terry_loss": reward.BRADLEY_TERRY_LOSS,
     "rewards_at_last_token": reward.REWARDS_AT_LAST_TOKEN,
     "kl_penalized_rewards": ppo.KL_PENALIZED_REWARDS,
+    "reinforce_loss": ppo.REINFORCE_LOSS,
     "gae": ppo.GAE,
     "ppo_policy_loss": ppo.PPO_POLICY_LOSS,
     "ranking_to_pairs": ranking.RANKING_TO_PAIRS,

@@ -1,4 +1,4 @@
-"""Lab 04: PPO's exercises, `kl_penalized_rewards`, `gae`, `ppo_policy_loss` and `value_loss`."""
+"""Lab 04: PPO's exercises, `kl_penalized_rewards`, `reinforce_loss`, `gae`, `ppo_policy_loss` and `value_loss`."""
 
 from __future__ import annotations
 
@@ -110,6 +110,121 @@ KL_PENALIZED_REWARDS = Exercise(
     cases=_KL_CASES,
     mistakes=_KL_MISTAKES,
     properties=_KL_PROPERTIES,
+)
+
+
+# ------------------------------------------------------------------------------------------------ reinforce_loss
+def _reinforce_case(lengths, T, seed, baseline="none", what="") -> Case:
+    g = torch.Generator().manual_seed(seed)
+    batch = len(lengths)
+    kwargs = {"logprobs": -(0.1 + 3 * torch.rand(batch, T, generator=g)), "returns": 1.0 + randn(g, batch, scale=2.0),
+              "mask": right_mask(lengths, T)}
+    if baseline == "tensor":
+        kwargs["baseline"] = randn(g, batch)
+    elif baseline != "none":
+        kwargs["baseline"] = baseline
+    return Case(kwargs, f"response lengths {lengths} of {T}, {what or f'baseline={baseline}'}")
+
+
+# The notebook's worked example: sequence log-probs -1.7 and -2.1 (the pad's -3.0 must not count), returns 2 and -1,
+# batch-mean baseline 0.5, advantages +1.5 and -1.5: loss -(1.5 * -1.7 - 1.5 * -2.1) / 2 = -0.3.
+_REINFORCE_WORKED_CASE = Case(
+    {"logprobs": torch.tensor([[-1.0, -0.5, -0.2], [-2.0, -0.1, -3.0]]), "returns": torch.tensor([2.0, -1.0]),
+     "mask": torch.tensor([[1, 1, 1], [1, 1, 0]])},
+    "worked example: returns 2 and -1, baseline None (the mean, 0.5) -> loss -0.3", expected=torch.tensor(-0.3))
+
+
+def _reinforce_mistake(baseline_rule="given", reduce="per response", sign=-1.0, masked=True, whiten=False):
+    """A wrong reinforce_loss, built from the reference recipe with one ingredient changed."""
+    def impl(logprobs, returns, mask, baseline=None):
+        if baseline_rule == "none":
+            base = 0.0
+        elif baseline_rule == "mean" or baseline is None:
+            base = returns.mean()
+        else:
+            base = baseline
+        advantages = returns - base
+        if whiten:
+            advantages = advantages / (advantages.std() + 1e-8)
+        m = mask.float() if masked else torch.ones_like(logprobs)
+        weighted = advantages[:, None] * logprobs * m
+        if reduce == "per response":
+            loss = weighted.sum(1).mean()
+        elif reduce == "summed":
+            loss = weighted.sum()
+        elif reduce == "token mean":
+            loss = weighted.sum() / m.sum()
+        else:                                                   # "length-normalised"
+            loss = (weighted.sum(1) / m.sum(1)).mean()
+        return sign * loss
+    return impl
+
+
+_REINFORCE_MISTAKES = [
+    Mistake("You returned the objective: REINFORCE maximises E[(R - b) * log pi(y)], so the loss to minimise is its "
+            "negative, -mean_b (R_b - b) * sum_t mask * logprobs. With your sign gradient descent would make the "
+            "responses with a high return LESS likely.", _reinforce_mistake(sign=1.0)),
+    Mistake("The baseline is not subtracted: weight each response by R_b - b, where b is the `baseline` argument, or "
+            "the batch mean of `returns` when baseline is None. Without it every response with a positive return is "
+            "pushed up, and the gradient is far noisier.", _reinforce_mistake(baseline_rule="none")),
+    Mistake("The baseline argument was ignored (or baseline=0.0 was taken for None): subtract the baseline you are "
+            "given, and use the batch mean of returns only when baseline is None. Test `baseline is None`, not "
+            "`not baseline`: 0.0 is a real baseline (it subtracts nothing).", _reinforce_mistake(baseline_rule="mean")),
+    Mistake("Padding counted: a response's log-probability is the sum over its own tokens only, "
+            "sum_t mask[b, t] * logprobs[b, t]; positions after the eos are not actions the policy took.",
+            _reinforce_mistake(masked=False)),
+    Mistake("That is a mean over tokens: this loss weights each response's whole log-probability, "
+            "log pi(y_b) = sum_t mask[b, t] * logprobs[b, t] (a SUM over its tokens), by its advantage, then takes "
+            "the mean over the batch's responses.", _reinforce_mistake(reduce="token mean")),
+    Mistake("That is a mean over tokens: this loss weights each response's whole log-probability, "
+            "log pi(y_b) = sum_t mask[b, t] * logprobs[b, t] (a SUM over its tokens, not divided by its length), "
+            "by its advantage, then takes the mean over the batch's responses.",
+            _reinforce_mistake(reduce="length-normalised")),
+    Mistake("You summed over the responses: take the mean over the batch, so the gradient (and the learning rate "
+            "that suits it) does not grow with the batch size.", _reinforce_mistake(reduce="summed")),
+    Mistake("You divided the advantages by their standard deviation: that normalisation is a separate choice (the "
+            "PPO trainer whitens its per-token advantages); here only subtract the baseline, A_b = R_b - b.",
+            _reinforce_mistake(whiten=True)),
+]
+
+
+def _reinforce_gradient(fn) -> str | None:
+    """The gradient flows through log pi only: with a return that depends on the policy, as r - beta * log-ratio
+    does, d loss / d logprobs[b, t] must still be -(R_b - mean R) * mask[b, t] / batch."""
+    g = torch.Generator().manual_seed(11)
+    mask = right_mask([5, 3, 4], 5)
+    logprobs = (-(0.1 + 3 * torch.rand(3, 5, generator=g))).requires_grad_()
+    ref_logprobs = logprobs.detach() + randn(g, 3, 5, scale=0.5)
+    returns = randn(g, 3) - 0.1 * ((logprobs - ref_logprobs) * mask).sum(1)     # r - beta * sum_t k1_t
+    loss = fn(logprobs=logprobs, returns=returns, mask=mask)
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        return ("its loss carries no gradient, so the policy would not learn: build it from logprobs with torch "
+                "operations (detach the advantages, never the log-probabilities; no .item() or torch.tensor(...)).")
+    (grad,) = torch.autograd.grad(loss, [logprobs], allow_unused=True)
+    advantages = (returns - returns.mean()).detach()
+    want = -(advantages[:, None] * mask) / 3
+    if grad is None or not close(want, grad, 1e-5):
+        return ("its gradient is wrong when the returns depend on the policy (as r - beta * log-ratio does): the "
+                "gradient went through the returns (or the baseline computed from them). Detach the advantage, "
+                "(returns - baseline).detach(): REINFORCE's gradient is -(R - b) * grad log pi, with R - b a "
+                "constant weight.")
+    return None
+
+
+_REINFORCE_CASES = [
+    _REINFORCE_WORKED_CASE,
+    _reinforce_case([6, 4, 2], 6, seed=0, what="baseline None (the batch mean)"),
+    _reinforce_case([3, 5, 5, 1], 5, seed=1, baseline=0.5),
+    _reinforce_case([4, 2, 3], 4, seed=2, baseline="tensor", what="baseline a (batch,) tensor"),
+    _reinforce_case([2, 4], 4, seed=3, baseline=0.0, what="baseline=0.0 (none subtracted)"),
+]
+
+REINFORCE_LOSS = Exercise(
+    reference=losses.reinforce_loss,
+    cases=_REINFORCE_CASES,
+    mistakes=_REINFORCE_MISTAKES,
+    scalar=True,
+    properties=[_reinforce_gradient],
 )
 
 

@@ -42,7 +42,8 @@ from .tables import _instruction, _table
 BETAS = (0.0, 0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)   # exact 0, then about log-spaced
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 SLIDER_FIELDS = ("beta", "clip_eps", "lr", "steps", "adaptive_kl", "kl_target")
-PANELS = (("proxy", "proxy reward (RM score)"), ("gold", "gold reward"), ("kl", "KL to reference (nats)"),
+PANELS = (("proxy", "proxy reward (RM score)"), ("gold", "gold reward"),
+          ("kl", "KL to reference (nats): k1 solid, k3 dashed"),
           ("clip_fraction", "clip fraction"), ("entropy", "entropy (nats / token)"),
           ("response_length", "response length (tokens)"))
 # what -> (last_batch key, colour map, unit, what a negative value means, what a positive value means)
@@ -304,7 +305,8 @@ class Playground:
 
     def dashboard_figure(self) -> Figure:
         """Six panels against step (proxy score, gold, KL, clip fraction, entropy, response length), one line
-        per kept run, the newest drawn thickest. A matplotlib Figure on an Agg canvas, never registered with
+        per kept run, the newest drawn thickest; the KL panel draws each run's batch-mean KL by k1 (solid) and by
+        k3 (dashed), with a line at 0. A matplotlib Figure on an Agg canvas, never registered with
         pyplot, so it needs no display and no closing."""
         figure = Figure(figsize=(13, 5))
         FigureCanvasAgg(figure)
@@ -320,9 +322,16 @@ class Playground:
             for run in list(self.runs):
                 newest = run is self.runs[-1]
                 history = list(run.history)
-                ax.plot([s["step"] for s in history], [s[key] for s in history], marker="o", markersize=2.5,
-                        color=f"C{(run.number - 1) % 10}", lw=2 if newest else 1, alpha=1 if newest else 0.55,
-                        label=run.label + ("" if run.status in ("running", "finished") else f" ({run.status})"))
+                style = dict(color=f"C{(run.number - 1) % 10}", lw=2 if newest else 1, alpha=1 if newest else 0.55)
+                steps = [s["step"] for s in history]
+                # the KL panel: each batch's mean KL by k1 (which can dip below 0) and, dashed, by k3 (never below 0)
+                ax.plot(steps, [s["kl_k1" if key == "kl" else key] for s in history], marker="o", markersize=2.5,
+                        label=run.label + ("" if run.status in ("running", "finished") else f" ({run.status})"),
+                        **style)
+                if key == "kl":
+                    ax.plot(steps, [s["kl_k3"] for s in history], ls="--", **style)
+            if key == "kl" and self.runs:
+                ax.axhline(0.0, color="black", lw=0.6)
         for ax in axes[3:]:
             ax.set_xlabel("step", fontsize=8)
         if self.runs:

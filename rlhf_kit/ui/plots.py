@@ -91,3 +91,25 @@ def overoptimisation_plot(sweep: list[dict], bon: list[dict] | None = None,
     fig.suptitle(title)
     fig.tight_layout()
     return Plot(fig)
+
+
+def kl_estimators_plot(runs, title: str = "each batch's mean KL to the reference: k1 against k3") -> Plot:
+    """Per step, the batch-mean KL per response by the k1 estimator (solid, can dip below 0) and by k3 (dashed,
+    never below 0) of each run. `runs`: (label, history) pairs, history being `PPOTrainer.step()` stats with
+    `kl_k1` and `kl_k3`. The right panel zooms in on the first steps, where the true KL is small and k1's noise
+    can take its batch mean below 0."""
+    fig = Figure(figsize=(10, 3.4))
+    axes = fig.subplots(1, 2)
+    for ax, first in zip(axes, (None, 8)):
+        for i, (label, history) in enumerate(runs):
+            history = history[:first]
+            steps = [s["step"] for s in history]
+            ax.plot(steps, [s["kl_k1"] for s in history], "o-", ms=3, color=f"C{i}", label=f"{label}: k1")
+            ax.plot(steps, [s["kl_k3"] for s in history], "s--", ms=3, color=f"C{i}", alpha=0.7, label=f"{label}: k3")
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set(xlabel="step", ylabel="nats per response",
+               title="all steps" if first is None else f"the first {first} steps")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return Plot(fig)
