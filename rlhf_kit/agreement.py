@@ -4,6 +4,8 @@
 `cohens_kappa` / `kappa_between` and `majority_vote` compare labellers; `agreement_panel` compares one learner with
 the simulated labeller and the gold reward, and `gold_agreement` any labels (a majority vote, say) with the gold
 reward. The simulated labeller and the gold reward are passed in (those of `rlhf_kit.gold` in the labs).
+`agreement_with_labels` converts accuracies against the truth into agreement with noisy labels (or with another
+labeller), and `labeller_vs_labeller` measures two labellers on the same pairs.
 
 Like the label store, this module imports only the standard library (and `rlhf_kit.preferences` in `merge`);
 `rlhf_kit.preferences` re-exports its public names, which is where the labs import them from.
@@ -94,14 +96,39 @@ def cohens_kappa(labels_a: list[str], labels_b: list[str]) -> float:
     return (p_o - p_e) / (1 - p_e)
 
 
-def kappa_between(decisions, annotator_a: str, annotator_b: str) -> tuple[float, int]:
-    """(kappa, n_shared): `cohens_kappa` over the pairs both annotators labelled A, B or tie (skips are not
-    labels); kappa is nan when n_shared is 0."""
+def kappa_between(decisions, annotator_a: str, annotator_b: str, kappa_fn=None) -> tuple[float, int]:
+    """(kappa, n_shared): `cohens_kappa` (or `kappa_fn(labels_a, labels_b)`, e.g. a learner's own) over the pairs
+    both annotators labelled A, B or tie (skips are not labels); kappa is nan when n_shared is 0."""
     a, b = _choices(decisions, annotator_a), _choices(decisions, annotator_b)
     shared = [p for p in a if p in b and a[p] != "skip" and b[p] != "skip"]
     if not shared:
         return math.nan, 0
-    return cohens_kappa([a[p] for p in shared], [b[p] for p in shared]), len(shared)
+    return (kappa_fn or cohens_kappa)([a[p] for p in shared], [b[p] for p in shared]), len(shared)
+
+
+def agreement_with_labels(label_accuracy: float, model_accuracy: float) -> float:
+    """How often a judge that orders pairs like the truth with probability `model_accuracy` (c) agrees with
+    labels that order them like the truth with probability `label_accuracy` (a), when the two err independently:
+
+        agreement = a c + (1 - a)(1 - c)
+
+    A comparison has two answers, so they agree when both are right or both are wrong. With c = 1 this is a (the
+    ceiling a perfect model reaches against noisy labels); with a = 0.5 it is 0.5 whatever c is; with c = a it
+    is a^2 + (1 - a)^2, how often two independent labellers of accuracy a agree with each other. (When both
+    find the same pairs hard, their errors are not independent and they agree more often than this.)
+    """
+    a, c = label_accuracy, model_accuracy
+    return a * c + (1 - a) * (1 - c)
+
+
+def labeller_vs_labeller(rows, labeller_a, labeller_b) -> tuple[float, int]:
+    """(rate, n): two labellers (objects with `.prefer(prompt, response_a, response_b) -> "A" or "B"`, e.g. two
+    `SimulatedAnnotator`s with different seeds) each label every row's pair, shown as A = chosen, B = rejected;
+    rate is the share of rows on which they made the same choice (nan when `rows` is empty).
+    `rows` are prompt/chosen/rejected dicts."""
+    same = [labeller_a.prefer(r["prompt"], r["chosen"], r["rejected"])
+            == labeller_b.prefer(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
+    return _mean(same), len(same)
 
 
 def majority_vote(decisions) -> dict[str, str]:
