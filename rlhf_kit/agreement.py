@@ -18,7 +18,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-INSTRUCTGPT_AGREEMENT = 0.73   # how often InstructGPT's labellers agreed with each other (Ouyang et al. 2022)
+# How often InstructGPT's labellers agreed with each other (72.6%, Ouyang et al. 2022). The kit also calibrates the
+# simulated labeller's agreement with the gold ordering to it: a different quantity (see agreement_with_labels).
+INSTRUCTGPT_AGREEMENT = 0.73
 
 
 # ----------------------------------------------------------------------------------------------------- pooling
@@ -160,7 +162,8 @@ def agreement_panel(decisions, annotator: str, simulated, gold_fn) -> dict:
                                   what that draw gives on average
         agree_gold                share where the annotator chose the response with the higher gold_fn(prompt, .),
                                   over the n_gold pairs whose gold rewards differ
-        instructgpt_reference     0.73: how often InstructGPT's labellers agreed with each other
+        instructgpt_reference     0.73: how often InstructGPT's labellers agreed with each other, and the
+                                  agreement with the gold ordering the simulated labeller is calibrated to
 
     Rates are nan when there is nothing to compare.
     """

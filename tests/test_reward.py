@@ -129,8 +129,8 @@ NEGATIVE = "### Instruction:\nWrite a negative review of a comedy about a dog.\n
 
 def test_swap_sentiment_flips_the_request_and_keeps_the_rest():
     assert swap_sentiment(POSITIVE) == NEGATIVE and swap_sentiment(NEGATIVE) == POSITIVE
-    bare = "Write a negative review of an animation about a robot."
-    assert swap_sentiment(bare) == "Write a positive review of an animation about a robot."
+    bare = "Write a negative review of a musical about an astronaut."
+    assert swap_sentiment(bare) == "Write a positive review of a musical about an astronaut."
     with pytest.raises(ValueError, match="Cannot parse"):
         swap_sentiment("Write a lukewarm review of a comedy about a dog.")
 

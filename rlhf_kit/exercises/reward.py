@@ -217,9 +217,9 @@ AGREEMENT_WITH_LABELS = Exercise(
 # ------------------------------------------------------------------------------------------------ swap_sentiment
 _SWAP_PROMPTS = [
     ("### Instruction:\nWrite a positive review of a comedy about a dog.\n### Response:\n", "a positive request"),
-    ("### Instruction:\nWrite a negative review of an animation about a robot.\n### Response:\n",
+    ("### Instruction:\nWrite a negative review of a musical about a robot.\n### Response:\n",
      "a negative request"),
-    ("Write a negative review of a horror film about a chef.", "a bare instruction, no template"),
+    ("Write a negative review of a horror about an astronaut.", "a bare instruction, no template"),
 ]
 
 
