@@ -5,7 +5,8 @@
 the simulated labeller and the gold reward, and `gold_agreement` any labels (a majority vote, say) with the gold
 reward. The simulated labeller and the gold reward are passed in (those of `rlhf_kit.gold` in the labs).
 `agreement_with_labels` converts accuracies against the truth into agreement with noisy labels (or with another
-labeller), and `labeller_vs_labeller` measures two labellers on the same pairs.
+labeller), `agreement_by_pair` does it pair by pair, and `labeller_vs_labeller` measures two labellers on the
+same pairs.
 
 Like the label store, this module imports only the standard library (and `rlhf_kit.preferences` in `merge`);
 `rlhf_kit.preferences` re-exports its public names, which is where the labs import them from.
@@ -121,6 +122,36 @@ def agreement_with_labels(label_accuracy: float, model_accuracy: float) -> float
     """
     a, c = label_accuracy, model_accuracy
     return a * c + (1 - a) * (1 - c)
+
+
+def agreement_by_pair(rows, model_prefers_chosen, simulated, gold_fn, agreement_fn=None) -> dict:
+    """`agreement_with_labels` applied pair by pair, where each pair has its own difficulty.
+
+    For each prompt/chosen/rejected row whose two gold rewards differ, p = the chance that `simulated` (an object
+    with `.prob_a(prompt, response_a, response_b)`) orders the pair like `gold_fn`, and m = 1 when the model
+    (`model_prefers_chosen[i]`: True when it scores the row's chosen response higher) orders it like the gold
+    reward, else 0. Rows whose gold rewards tie have p = 1/2. Returns the means over all rows of
+        "model_vs_labels"       agreement_fn(p, m): how often the model is expected to agree with labels drawn by
+                                `simulated` (the expectation over the labeller's noise, given the model's choices)
+        "labeller_vs_labeller"  agreement_fn(p, p): how often two such labellers are expected to agree
+    and "n". `agreement_fn` defaults to `agreement_with_labels`. Unlike one formula on the average accuracies,
+    this counts that the pairs a labeller finds hard (small gold differences) are often the ones a model gets
+    wrong too.
+    """
+    agreement_fn = agreement_fn or agreement_with_labels
+    model, labellers = [], []
+    for row, prefers_chosen in zip(rows, model_prefers_chosen):
+        prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+        gold_chosen, gold_rejected = gold_fn(prompt, chosen), gold_fn(prompt, rejected)
+        if gold_chosen == gold_rejected:
+            p, m = 0.5, 1.0
+        else:
+            better, worse = (chosen, rejected) if gold_chosen > gold_rejected else (rejected, chosen)
+            p = simulated.prob_a(prompt, better, worse)
+            m = 1.0 if bool(prefers_chosen) == (gold_chosen > gold_rejected) else 0.0
+        model.append(float(agreement_fn(p, m)))
+        labellers.append(float(agreement_fn(p, p)))
+    return {"model_vs_labels": _mean(model), "labeller_vs_labeller": _mean(labellers), "n": len(model)}
 
 
 def labeller_vs_labeller(rows, labeller_a, labeller_b) -> tuple[float, int]:

@@ -291,3 +291,26 @@ def test_kappa_between_uses_the_given_kappa_function():
     seen = []
     assert kappa_between(decisions, "ann", "bob", kappa_fn=lambda a, b: seen.append((a, b)) or 0.25) == (0.25, 4)
     assert seen == [(list("AABB"), list("ABBB"))]
+
+
+def test_agreement_by_pair_uses_each_pairs_own_difficulty():
+    from rlhf_kit.agreement import agreement_by_pair
+
+    gold = {"x": 2.0, "y": 1.0, "u": 0.0, "v": 3.0, "s": 1.0, "t": 1.0}
+    follow = {("x", "y"): 0.9, ("v", "u"): 0.6}             # P(labeller orders the pair like the gold reward)
+
+    class Labeller:
+        def prob_a(self, prompt, response_a, response_b):
+            return follow[(response_a, response_b)]
+
+    rows = [{"prompt": "p", "chosen": "x", "rejected": "y"},   # gold agrees with the row, model right: 0.9
+            {"prompt": "p", "chosen": "u", "rejected": "v"},   # gold prefers v, model picks u (wrong): 1 - 0.6
+            {"prompt": "p", "chosen": "s", "rejected": "t"}]   # a gold tie: 1/2 whatever the model does
+    result = agreement_by_pair(rows, [True, True, False], Labeller(), lambda prompt, r: gold[r])
+    assert result["n"] == 3
+    assert result["model_vs_labels"] == pytest.approx((0.9 + 0.4 + 0.5) / 3)
+    assert result["labeller_vs_labeller"] == pytest.approx((0.82 + 0.52 + 0.5) / 3)
+    calls = []
+    agreement_by_pair(rows[:1], [True], Labeller(), lambda prompt, r: gold[r],
+                      agreement_fn=lambda a, c: calls.append((a, c)) or 0.0)
+    assert calls == [(0.9, 1.0), (0.9, 0.9)]
