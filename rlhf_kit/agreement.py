@@ -4,6 +4,9 @@
 `cohens_kappa` / `kappa_between` and `majority_vote` compare labellers; `agreement_panel` compares one learner with
 the simulated labeller and the gold reward, and `gold_agreement` any labels (a majority vote, say) with the gold
 reward. The simulated labeller and the gold reward are passed in (those of `rlhf_kit.gold` in the labs).
+`agreement_with_labels` converts accuracies against the truth into agreement with noisy labels (or with another
+labeller), `agreement_by_pair` does it pair by pair, and `labeller_vs_labeller` measures two labellers on the
+same pairs.
 
 Like the label store, this module imports only the standard library (and `rlhf_kit.preferences` in `merge`);
 `rlhf_kit.preferences` re-exports its public names, which is where the labs import them from.
@@ -16,7 +19,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-INSTRUCTGPT_AGREEMENT = 0.73   # how often InstructGPT's labellers agreed with each other (Ouyang et al. 2022)
+# How often InstructGPT's labellers agreed with each other (72.6%, Ouyang et al. 2022). The kit also calibrates the
+# simulated labeller's agreement with the gold ordering to it: a different quantity (see agreement_with_labels).
+INSTRUCTGPT_AGREEMENT = 0.73
 
 
 # ----------------------------------------------------------------------------------------------------- pooling
@@ -94,14 +99,69 @@ def cohens_kappa(labels_a: list[str], labels_b: list[str]) -> float:
     return (p_o - p_e) / (1 - p_e)
 
 
-def kappa_between(decisions, annotator_a: str, annotator_b: str) -> tuple[float, int]:
-    """(kappa, n_shared): `cohens_kappa` over the pairs both annotators labelled A, B or tie (skips are not
-    labels); kappa is nan when n_shared is 0."""
+def kappa_between(decisions, annotator_a: str, annotator_b: str, kappa_fn=None) -> tuple[float, int]:
+    """(kappa, n_shared): `cohens_kappa` (or `kappa_fn(labels_a, labels_b)`, e.g. a learner's own) over the pairs
+    both annotators labelled A, B or tie (skips are not labels); kappa is nan when n_shared is 0."""
     a, b = _choices(decisions, annotator_a), _choices(decisions, annotator_b)
     shared = [p for p in a if p in b and a[p] != "skip" and b[p] != "skip"]
     if not shared:
         return math.nan, 0
-    return cohens_kappa([a[p] for p in shared], [b[p] for p in shared]), len(shared)
+    return (kappa_fn or cohens_kappa)([a[p] for p in shared], [b[p] for p in shared]), len(shared)
+
+
+def agreement_with_labels(label_accuracy: float, model_accuracy: float) -> float:
+    """How often a judge that orders pairs like the truth with probability `model_accuracy` (c) agrees with
+    labels that order them like the truth with probability `label_accuracy` (a), when the two err independently:
+
+        agreement = a c + (1 - a)(1 - c)
+
+    A comparison has two answers, so they agree when both are right or both are wrong. With c = 1 this is a (the
+    ceiling a perfect model reaches against noisy labels); with a = 0.5 it is 0.5 whatever c is; with c = a it
+    is a^2 + (1 - a)^2, how often two independent labellers of accuracy a agree with each other. (When both
+    find the same pairs hard, their errors are not independent and they agree more often than this.)
+    """
+    a, c = label_accuracy, model_accuracy
+    return a * c + (1 - a) * (1 - c)
+
+
+def agreement_by_pair(rows, model_prefers_chosen, simulated, gold_fn, agreement_fn=None) -> dict:
+    """`agreement_with_labels` applied pair by pair, where each pair has its own difficulty.
+
+    For each prompt/chosen/rejected row whose two gold rewards differ, p = the chance that `simulated` (an object
+    with `.prob_a(prompt, response_a, response_b)`) orders the pair like `gold_fn`, and m = 1 when the model
+    (`model_prefers_chosen[i]`: True when it scores the row's chosen response higher) orders it like the gold
+    reward, else 0. Rows whose gold rewards tie have p = 1/2. Returns the means over all rows of
+        "model_vs_labels"       agreement_fn(p, m): how often the model is expected to agree with labels drawn by
+                                `simulated` (the expectation over the labeller's noise, given the model's choices)
+        "labeller_vs_labeller"  agreement_fn(p, p): how often two such labellers are expected to agree
+    and "n". `agreement_fn` defaults to `agreement_with_labels`. Unlike one formula on the average accuracies,
+    this counts that the pairs a labeller finds hard (small gold differences) are often the ones a model gets
+    wrong too.
+    """
+    agreement_fn = agreement_fn or agreement_with_labels
+    model, labellers = [], []
+    for row, prefers_chosen in zip(rows, model_prefers_chosen):
+        prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+        gold_chosen, gold_rejected = gold_fn(prompt, chosen), gold_fn(prompt, rejected)
+        if gold_chosen == gold_rejected:
+            p, m = 0.5, 1.0
+        else:
+            better, worse = (chosen, rejected) if gold_chosen > gold_rejected else (rejected, chosen)
+            p = simulated.prob_a(prompt, better, worse)
+            m = 1.0 if bool(prefers_chosen) == (gold_chosen > gold_rejected) else 0.0
+        model.append(float(agreement_fn(p, m)))
+        labellers.append(float(agreement_fn(p, p)))
+    return {"model_vs_labels": _mean(model), "labeller_vs_labeller": _mean(labellers), "n": len(model)}
+
+
+def labeller_vs_labeller(rows, labeller_a, labeller_b) -> tuple[float, int]:
+    """(rate, n): two labellers (objects with `.prefer(prompt, response_a, response_b) -> "A" or "B"`, e.g. two
+    `SimulatedAnnotator`s with different seeds) each label every row's pair, shown as A = chosen, B = rejected;
+    rate is the share of rows on which they made the same choice (nan when `rows` is empty).
+    `rows` are prompt/chosen/rejected dicts."""
+    same = [labeller_a.prefer(r["prompt"], r["chosen"], r["rejected"])
+            == labeller_b.prefer(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
+    return _mean(same), len(same)
 
 
 def majority_vote(decisions) -> dict[str, str]:
@@ -133,7 +193,8 @@ def agreement_panel(decisions, annotator: str, simulated, gold_fn) -> dict:
                                   what that draw gives on average
         agree_gold                share where the annotator chose the response with the higher gold_fn(prompt, .),
                                   over the n_gold pairs whose gold rewards differ
-        instructgpt_reference     0.73: how often InstructGPT's labellers agreed with each other
+        instructgpt_reference     0.73: how often InstructGPT's labellers agreed with each other, and the
+                                  agreement with the gold ordering the simulated labeller is calibrated to
 
     Rates are nan when there is nothing to compare.
     """

@@ -4,6 +4,10 @@ A standard `AutoModelForSequenceClassification` with one output, initialised fro
 Bradley-Terry loss on `prompt`/`chosen`/`rejected` rows; its score is read at the last real token (the eos after
 the response). Rewards are then normalised to mean 0, std 1 on SFT samples of the held-out prompts. (The pairs
 come from the `preferences` stage, `collect.py`.)
+
+Lab 03's probes and small runs live here too: `ood_probe` (responses unlike the labelled ones),
+`sentiment_swap_probe` (the same response under the request and under its opposite, `swap_sentiment`), and
+`train_small_reward_model` on a learner's own handful of labels (`own_label_rows`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from .losses import bradley_terry_loss, rewards_at_last_token
 from .models import check_tokenizer, disable_dropout, load_causal_lm
 from .sampling import generate
 from .training import adamw, batches, optimizer_step, right_pad, tail_mean, trl_cpu_args
-from .world import gold_reward, heldout_prompts, load_world
+from .world import Attributes, gold_reward, heldout_prompts, instruction_for, load_world, parse_prompt
 
 
 # ------------------------------------------------------------------------------------------- the model
@@ -269,6 +273,83 @@ def ood_probe(scorer: RewardScorer, prompts: list[str], seed: int = 0) -> list[d
             rows.append({"kind": kind, "prompt": prompt, "response": response})
     scored = score_samples([r["prompt"] for r in rows], [r["response"] for r in rows], scorer)
     return [{"kind": row["kind"], **score} for row, score in zip(rows, scored)]
+
+
+# ------------------------------------------------------------------------------------------- probes and small runs
+def swap_sentiment(prompt: str) -> str:
+    """The same prompt asking for the opposite sentiment: "... a positive review of ..." <-> "... a negative
+    review of ...", everything around the instruction (the "### Instruction:" template) kept as it is."""
+    attrs = parse_prompt(prompt)
+    other = Attributes("negative" if attrs.sentiment == "positive" else "positive", attrs.genre, attrs.subject)
+    return prompt.replace(instruction_for(attrs), instruction_for(other), 1)
+
+
+def sentiment_swap_probe(score_fn: Callable, prompts: list[str], responses: list[str],
+                         gold_fn: Callable = gold_reward, swap_fn: Callable = swap_sentiment) -> dict:
+    """Does the reward model check the requested sentiment? Each response is scored under its own prompt and
+    under `swap_fn(prompt)` (the opposite sentiment asked for), by `score_fn(prompts, responses) -> (n,)` (e.g. a
+    `RewardScorer`) and by `gold_fn(prompt, response)`.
+
+    Returns, for "proxy" (the reward model) and "gold" each:
+        <who>_diff     mean of score(request, response) - score(swapped request, response)
+        <who>_correct  share of responses scored strictly higher under their own request
+        <who>_std      standard deviation of the scores under the own request: divide _diff by it to compare
+                       the two scorers, whose units differ
+    and "n" and "rows": [{"prompt", "swapped", "response", "proxy", "proxy_swapped", "gold", "gold_swapped"}].
+    """
+    if len(prompts) != len(responses) or not prompts:
+        raise ValueError(f"sentiment_swap_probe needs one response per prompt and at least one; got "
+                         f"{len(prompts)} prompts and {len(responses)} responses")
+    swapped = [swap_fn(p) for p in prompts]
+    scores = {"proxy": [float(x) for x in score_fn(list(prompts), list(responses))],
+              "proxy_swapped": [float(x) for x in score_fn(swapped, list(responses))],
+              "gold": [gold_fn(p, r) for p, r in zip(prompts, responses)],
+              "gold_swapped": [gold_fn(p, r) for p, r in zip(swapped, responses)]}
+    n = len(prompts)
+    result = {"n": n}
+    for who in ("proxy", "gold"):
+        own, other = scores[who], scores[f"{who}_swapped"]
+        mean = sum(own) / n
+        result[f"{who}_diff"] = sum(x - y for x, y in zip(own, other)) / n
+        result[f"{who}_correct"] = sum(x > y for x, y in zip(own, other)) / n
+        result[f"{who}_std"] = (sum((x - mean) ** 2 for x in own) / max(1, n - 1)) ** 0.5
+    result["rows"] = [{"prompt": p, "swapped": q, "response": r, **{k: v[i] for k, v in scores.items()}}
+                      for i, (p, q, r) in enumerate(zip(prompts, swapped, responses))]
+    return result
+
+
+def own_label_rows(ws, store_path, heldout_rows: list[dict], n_fallback: int = 20, seed: int = 0
+                   ) -> tuple[list[dict], str]:
+    """(rows, source): the A/B labels in the store at `store_path` as prompt/chosen/rejected rows, leaving out
+    pairs whose prompt is among `heldout_rows`' (so that an evaluation on them stays held out). When there are
+    none (no file, or nothing but ties and skips), `n_fallback` rows of the simulated labeller's on other prompts,
+    drawn with `seed`. `source` says which: "your labels" or "the simulated labeller's labels"."""
+    from .preferences import PreferenceStore
+
+    held = {r["prompt"] for r in heldout_rows}
+    rows = []
+    if store_path is not None and Path(store_path).is_file():
+        dataset, _ = PreferenceStore(store_path).export()
+        rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in dataset
+                if r["prompt"] not in held]
+    if rows:
+        return rows, "your labels"
+    simulated = [r for r in preference_rows(ws) if r["prompt"] not in held]
+    return random.Random(seed).sample(simulated, min(n_fallback, len(simulated))), "the simulated labeller's labels"
+
+
+def train_small_reward_model(sft_dir, rows: list[dict], heldout_rows: list[dict], config: RewardConfig,
+                             steps: int = 40, batch_size: int = 8, loss_fn: Callable = bradley_terry_loss,
+                             pick_fn: Callable = rewards_at_last_token) -> dict:
+    """A fresh reward model trained on `rows` alone (`steps` steps of `batch_size` pairs, else `config`'s
+    settings), evaluated on `heldout_rows`: {"n_pairs", "accuracy" (against their labels), "gold_accuracy"}."""
+    from dataclasses import replace
+
+    small = replace(config, steps=steps, batch_size=min(batch_size, len(rows)))
+    model, tokenizer = init_reward_model(sft_dir, seed=config.seed)
+    train_reward_model(model, tokenizer, rows, small, loss_fn, pick_fn)
+    held = evaluate_pairs(model, tokenizer, heldout_rows, config.max_len)
+    return {"n_pairs": len(rows), "accuracy": held["accuracy"], "gold_accuracy": held["gold_accuracy"]}
 
 
 def train_reward_with_trl(sft_dir, rows: list[dict], config: RewardConfig, output_dir=None):

@@ -12,11 +12,15 @@ from rlhf_kit.reward import (
     evaluate_pairs,
     init_reward_model,
     ood_probe,
+    own_label_rows,
     preference_rows,
+    sentiment_swap_probe,
     sequence_rewards,
     split_by_prompt,
+    swap_sentiment,
     tokenize_texts,
     train_reward_model,
+    train_small_reward_model,
 )
 
 
@@ -116,3 +120,83 @@ def test_learner_labels_are_added_to_training_rows(micro_rm_ws, tmp_path):
 def test_not_a_kit_reward_model_is_a_clear_error(micro_ws):
     with pytest.raises(ValueError, match="no normalisation.json"):
         RewardScorer(micro_ws.path("sft"))
+
+
+# ------------------------------------------------------------------------------ lab 03's swap probe and small run
+POSITIVE = "### Instruction:\nWrite a positive review of a comedy about a dog.\n### Response:\n"
+NEGATIVE = "### Instruction:\nWrite a negative review of a comedy about a dog.\n### Response:\n"
+
+
+def test_swap_sentiment_flips_the_request_and_keeps_the_rest():
+    assert swap_sentiment(POSITIVE) == NEGATIVE and swap_sentiment(NEGATIVE) == POSITIVE
+    bare = "Write a negative review of a musical about an astronaut."
+    assert swap_sentiment(bare) == "Write a positive review of a musical about an astronaut."
+    with pytest.raises(ValueError, match="Cannot parse"):
+        swap_sentiment("Write a lukewarm review of a comedy about a dog.")
+
+
+def _clean_reviews(n=24):
+    import random
+
+    from rlhf_kit.world import format_prompt, make_review, random_attributes
+
+    rng = random.Random(5)
+    prompts, responses = [], []
+    for _ in range(n):
+        attrs = random_attributes(rng)
+        prompts.append(format_prompt(attrs))
+        responses.append(make_review(rng, attrs))
+    return prompts, responses
+
+
+def test_sentiment_swap_probe_tells_a_sign_checking_scorer_from_a_blind_one():
+    from rlhf_kit.world import gold_reward, vader_compound
+
+    prompts, responses = _clean_reviews()
+
+    def checks_the_sign(ps, rs):              # the gold reward itself, as a scorer
+        return torch.tensor([gold_reward(p, r) for p, r in zip(ps, rs)])
+
+    def blind(ps, rs):                        # scores the response's sentiment, whatever was asked
+        return torch.tensor([vader_compound(r) for r in rs])
+
+    good = sentiment_swap_probe(checks_the_sign, prompts, responses)
+    assert good["n"] == len(prompts) and good["gold_correct"] == 1.0 and good["gold_diff"] > 1
+    assert good["proxy_correct"] == good["gold_correct"] and good["proxy_diff"] == pytest.approx(good["gold_diff"])
+    bad = sentiment_swap_probe(blind, prompts, responses)
+    assert bad["proxy_diff"] == 0 and bad["proxy_correct"] == 0.0       # ties are not "correct"
+    assert bad["proxy_std"] > 0 and bad["gold_diff"] == pytest.approx(good["gold_diff"])
+    row = bad["rows"][0]
+    assert row["swapped"] == swap_sentiment(row["prompt"]) and row["gold"] - row["gold_swapped"] == pytest.approx(
+        2 * (1 if "positive" in row["prompt"] else -1) * vader_compound(row["response"]))
+    with pytest.raises(ValueError, match="one response per prompt"):
+        sentiment_swap_probe(blind, prompts, responses[:-1])
+
+
+def test_own_label_rows_keep_held_out_prompts_out_and_fall_back_to_simulated_labels(micro_rm_ws, tmp_path):
+    store = PreferenceStore(tmp_path / "you.jsonl")
+    store.record("p1", "held-out prompt", "good", "bad", "A", annotator="you")
+    store.record("p2", "train prompt", "meh", "fine", "B", annotator="you")
+    store.record("p3", "train prompt", "x", "y", "tie", annotator="you")
+    heldout = [{"prompt": "held-out prompt", "chosen": "a", "rejected": "b"}]
+    rows, source = own_label_rows(micro_rm_ws, tmp_path / "you.jsonl", heldout)
+    assert rows == [{"prompt": "train prompt", "chosen": "fine", "rejected": "meh"}] and source == "your labels"
+    simulated = preference_rows(micro_rm_ws)
+    held = [simulated[0]]
+    rows, source = own_label_rows(micro_rm_ws, tmp_path / "nobody.jsonl", held, n_fallback=5)
+    assert source == "the simulated labeller's labels" and len(rows) == min(5, len(simulated) - 1)
+    assert all(r in simulated and r["prompt"] != held[0]["prompt"] for r in rows)
+    assert own_label_rows(micro_rm_ws, None, held, n_fallback=5) == (rows, source)   # seeded: the same draw
+
+
+def test_train_small_reward_model_learns_from_its_rows_alone(micro_ws):
+    """A fresh model on a few learnable pairs orders them, and only them: the result is measured, not copied."""
+    genres = ["comedy", "horror", "drama", "western"]
+    rows = [{"prompt": f"### Instruction:\nWrite a positive review of a {genres[i % 4]} about a dog.\n### Response:\n",
+             "chosen": "great " * (1 + i % 3), "rejected": "awful " * (1 + i % 3)} for i in range(24)]
+    config = RewardConfig(steps=1, batch_size=8, lr=1e-3, max_len=64)
+    result = train_small_reward_model(micro_ws.path("sft"), rows, rows, config, steps=40, batch_size=8)
+    assert result["n_pairs"] == 24 and result["accuracy"] == 1.0 and result["gold_accuracy"] == 1.0
+    flipped = [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows]
+    result = train_small_reward_model(micro_ws.path("sft"), flipped, rows, config, steps=40, batch_size=8)
+    assert result["accuracy"] == 0.0 and result["gold_accuracy"] == 0.0   # trained on reversed labels

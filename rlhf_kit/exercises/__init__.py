@@ -10,7 +10,8 @@ exercise carries a catalogue of typical wrong implementations, and the learner's
 them on the same inputs.
 
 The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sft`,
-`ranking`, `reward`, `ppo`, `dpo`), with the references in `rlhf_kit.losses` and `rlhf_kit.preferences`.
+`ranking`, `reward`, `ppo`, `dpo`), with the references in `rlhf_kit.losses`, `rlhf_kit.preferences`,
+`rlhf_kit.agreement` and `rlhf_kit.reward`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ EXERCISES: dict[str, Exercise] = {
     "gae": ppo.GAE,
     "ppo_policy_loss": ppo.PPO_POLICY_LOSS,
     "ranking_to_pairs": ranking.RANKING_TO_PAIRS,
+    "cohens_kappa": ranking.COHENS_KAPPA,
+    "agreement_with_labels": reward.AGREEMENT_WITH_LABELS,
+    "swap_sentiment": reward.SWAP_SENTIMENT,
     "value_loss": ppo.VALUE_LOSS,
     "sequence_logprobs": dpo.SEQUENCE_LOGPROBS,
     "dpo_loss": dpo.DPO_LOSS,

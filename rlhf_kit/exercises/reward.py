@@ -1,4 +1,5 @@
-"""Lab 03: the reward model's exercises, `bradley_terry_loss` and `rewards_at_last_token`."""
+"""Lab 03: the reward model's exercises, `bradley_terry_loss`, `rewards_at_last_token`, `agreement_with_labels`
+(what noisy labels do to a measured accuracy) and `swap_sentiment` (the request behind the swap probe)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import losses
+from .. import agreement, losses
 from .checking import Case, Exercise, Mistake, close, left_mask, randn, right_mask
 
 
@@ -158,4 +159,116 @@ REWARDS_AT_LAST_TOKEN = Exercise(
     reference=losses.rewards_at_last_token,
     cases=_LAST_TOKEN_CASES,
     mistakes=_LAST_TOKEN_MISTAKES,
+)
+
+
+# ------------------------------------------------------------------------------------------------ agreement_with_labels
+def _accuracy_case(a, c, what, expected=None) -> Case:
+    return Case({"label_accuracy": a, "model_accuracy": c}, what, expected=expected)
+
+
+_AGREEMENT_MISTAKES = [
+    Mistake("You counted only the pairs where both are right (a * c): when both are wrong on a comparison they "
+            "both picked the other response, so they agree there too: add (1 - a) * (1 - c).",
+            lambda label_accuracy, model_accuracy: label_accuracy * model_accuracy),
+    Mistake("When both are wrong they do not agree only half the time: a comparison has just two answers, so two "
+            "wrong answers are the same answer. The term is (1 - a) * (1 - c), not half of it.",
+            lambda label_accuracy, model_accuracy: (label_accuracy * model_accuracy
+                                                    + (1 - label_accuracy) * (1 - model_accuracy) / 2)),
+    Mistake("You returned the label accuracy a, the ceiling: only a perfect model (c = 1) reaches it; a model that "
+            "is right with probability c < 1 agrees with the labels less often.",
+            lambda label_accuracy, model_accuracy: label_accuracy),
+    Mistake("The smaller of the two accuracies is not the agreement: two independent judges agree when both are "
+            "right (a * c) or both wrong ((1 - a) * (1 - c)).",
+            lambda label_accuracy, model_accuracy: min(label_accuracy, model_accuracy)),
+]
+
+_AGREEMENT_CASES = [
+    _accuracy_case(0.75, 0.725, "labels right 75%, model right 72.5%: 0.75 * 0.725 + 0.25 * 0.275 = 0.6125",
+                   expected=0.6125),
+    _accuracy_case(1.0, 0.8, "perfect labels: agreement is the model's accuracy"),
+    _accuracy_case(0.5, 0.9, "coin-flip labels: anything agrees with them half the time"),
+    _accuracy_case(0.73, 0.73, "two labellers, each right 73% of the time"),
+    _accuracy_case(0.8, 0.3, "a model worse than chance"),
+]
+
+
+def _same_float(expected, got) -> bool:
+    try:
+        return not isinstance(got, (str, list, tuple, dict)) and math.isclose(float(got), float(expected),
+                                                                              rel_tol=1e-6, abs_tol=1e-6)
+    except (TypeError, ValueError):
+        return False
+
+
+def _float_mismatch(expected, got) -> str:
+    return f"expected {float(expected):.6f}, got {got!r}"
+
+
+AGREEMENT_WITH_LABELS = Exercise(
+    reference=agreement.agreement_with_labels,
+    cases=_AGREEMENT_CASES,
+    mistakes=_AGREEMENT_MISTAKES,
+    same=_same_float,
+    mismatch=_float_mismatch,
+)
+
+
+# ------------------------------------------------------------------------------------------------ swap_sentiment
+_SWAP_PROMPTS = [
+    ("### Instruction:\nWrite a positive review of a comedy about a dog.\n### Response:\n", "a positive request"),
+    ("### Instruction:\nWrite a negative review of a musical about a robot.\n### Response:\n",
+     "a negative request"),
+    ("Write a negative review of a horror about an astronaut.", "a bare instruction, no template"),
+]
+
+
+def _swap_with(mapping):
+    def swap(prompt):
+        for old, new in mapping:
+            prompt = prompt.replace(old, new)
+        return prompt
+    return swap
+
+
+def _not_a_string(case, got) -> bool:
+    return not isinstance(got, str)
+
+
+_SWAP_MISTAKES = [
+    Mistake("The answer must be the new prompt, a str.", detect=_not_a_string),
+    Mistake("A positive request came back still asking for a positive review. If you wrote two replaces in a row, "
+            "the second undoes the first: .replace('positive', 'negative') makes every prompt say 'negative', then "
+            ".replace('negative', 'positive') makes every one say 'positive'. Decide the new word first (one "
+            "if/else on the prompt's sentiment), then replace once.",
+            _swap_with([("positive", "negative"), ("negative", "positive")])),
+    Mistake("A negative request came back still asking for a negative review. If you wrote two replaces in a row, "
+            "the second undoes the first: .replace('negative', 'positive') makes every prompt say 'positive', then "
+            ".replace('positive', 'negative') makes every one say 'negative'. Decide the new word first (one "
+            "if/else on the prompt's sentiment), then replace once.",
+            _swap_with([("negative", "positive"), ("positive", "negative")])),
+]
+
+
+def swap_sentiment(prompt):
+    """`rlhf_kit.reward.swap_sentiment`, imported when first called (that module loads transformers)."""
+    from .. import reward as reward_stage
+
+    return reward_stage.swap_sentiment(prompt)
+
+
+def _template_kept(case, got) -> bool:
+    return isinstance(got, str) and case.kwargs["prompt"].startswith("###") and not got.startswith("###")
+
+
+_SWAP_MISTAKES.append(Mistake("The template was lost: keep everything around the instruction ('### Instruction:' "
+                              "... '### Response:'), since the reward model only ever read prompts in it; change "
+                              "only the sentiment word.", detect=_template_kept))
+
+SWAP_SENTIMENT = Exercise(
+    reference=swap_sentiment,
+    cases=[Case({"prompt": p}, what) for p, what in _SWAP_PROMPTS],
+    mistakes=_SWAP_MISTAKES,
+    same=lambda expected, got: isinstance(got, str) and got == expected,
+    mismatch=lambda expected, got: f"expected {expected!r}, got {got!r}",
 )
