@@ -186,7 +186,8 @@ class SimulatedAnnotator:
     """A noisy labeller: prefers A with probability sigmoid((gold(A) - gold(B)) / temperature).
 
     With temperature=None, the temperature is calibrated on `reference_pairs(seed)` so that the annotator
-    agrees with the gold ordering `target_agreement` (73%) of the time, like real human labellers.
+    agrees with the gold ordering `target_agreement` (73%) of the time: calibrated on agreement with the truth,
+    which is not what InstructGPT's 72.6% measured (agreement between two labellers; see rlhf_kit.agreement).
     Its choices are drawn from its own random.Random(seed), so a run is reproducible.
     """
 

@@ -135,8 +135,8 @@ class PreferenceCollector:
                              f"{_share(stats['agree_simulated'], stats['n'])}, about "
                              f"{stats['agree_simulated_expected']:.0%} expected from its noise, and with the gold "
                              f"ordering on {_share(stats['agree_gold'], stats['n_gold'])}.")
-        lines.append(f"For reference, InstructGPT's labellers agreed with each other about "
-                     f"{INSTRUCTGPT_AGREEMENT:.0%} of the time.")
+        lines.append(f"For reference, InstructGPT's labellers agreed with each other (not with a truth, which "
+                     f"nobody had) about {INSTRUCTGPT_AGREEMENT:.0%} of the time.")
         return "<br>".join(lines)
 
     def choose(self, choice: str, autopilot: bool = False, refresh: bool = True) -> dict | None:
