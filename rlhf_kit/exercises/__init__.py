@@ -10,14 +10,15 @@ exercise carries a catalogue of typical wrong implementations, and the learner's
 them on the same inputs.
 
 The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sft`,
-`ranking`, `reward`, `ppo`), with the references in `rlhf_kit.losses` and `rlhf_kit.preferences`.
+`ranking`, `reward`, `ppo`, `hacking`), with the references in `rlhf_kit.losses`, `rlhf_kit.preferences`,
+`rlhf_kit.hacking` and `rlhf_kit.ppo`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import checking, ppo, ranking, reward, sft
+from . import checking, hacking, ppo, ranking, reward, sft
 from .checking import TIME_LIMIT, Exercise
 
 __all__ = ["EXERCISES", "check", "summary", "verify"]
@@ -31,6 +32,9 @@ EXERCISES: dict[str, Exercise] = {
     "ppo_policy_loss": ppo.PPO_POLICY_LOSS,
     "ranking_to_pairs": ranking.RANKING_TO_PAIRS,
     "value_loss": ppo.VALUE_LOSS,
+    "best_of_n_select": hacking.BEST_OF_N_SELECT,
+    "gao_fit": hacking.GAO_FIT,
+    "adaptive_kl_update": hacking.ADAPTIVE_KL_UPDATE,
 }
 
 
