@@ -248,6 +248,17 @@ def r_squared(y: torch.Tensor, fitted: torch.Tensor) -> float:
     return float(1 - ((y - fitted) ** 2).sum() / total) if total > 0 else float("nan")
 
 
+def gao_peak_kl(alpha: float, beta: float, form: str) -> float:
+    """The KL at which a fitted curve's gain peaks: d* = alpha / (2 beta) for best-of-n, d* = exp(alpha / beta - 1)
+    for RL, KL = d*^2; inf when beta <= 0 (the fit has not turned down)."""
+    if form not in GAO_FORMS:
+        raise ValueError(f"form must be 'bon' or 'rl'; got {form!r}.")
+    if beta <= 0:
+        return math.inf
+    d = alpha / (2 * beta) if form == "bon" else math.exp(min(alpha / beta - 1, 350.0))
+    return max(d, 0.0) ** 2
+
+
 def gold_gain(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     """(kl, gain), float64 (points,), from a curve's rows in order (a run's checkpoints from `sweep_run`, or
     `best_of_n`'s rows), its first row the starting policy: gain = gold - the first row's gold; kl clamped at 0 (a

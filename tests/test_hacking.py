@@ -13,6 +13,7 @@ from rlhf_kit.hacking import (
     empirical_best_of_n_kl,
     gao_curve,
     gao_fit,
+    gao_peak_kl,
     gold_gain,
     hacked_samples,
     heldout_prompts,
@@ -85,6 +86,10 @@ def test_gao_fit_recovers_known_parameters_and_r_squared():
         assert fitted.tolist() == pytest.approx([alpha, beta], abs=1e-9)
         assert r_squared(gain, gao_curve(kl, *fitted.tolist(), form)) == pytest.approx(1.0)
     assert gao_curve(torch.tensor([0.0]), 1.0, 1.0, "rl").item() == 0.0          # d log d -> 0 at d = 0
+    # the peaks: d (alpha - beta d) at d = alpha / (2 beta); d (alpha - beta log d) at log d = alpha / beta - 1
+    assert gao_peak_kl(1.2, 0.3, "bon") == pytest.approx(2.0 ** 2)
+    assert gao_peak_kl(0.7, 0.2, "rl") == pytest.approx(math.exp(2.5) ** 2)
+    assert gao_peak_kl(1.0, -0.1, "bon") == math.inf
     assert r_squared(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 2.0])) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="'bon'"):
         gao_fit(kl, kl, "ppo")
