@@ -165,6 +165,14 @@ def gao_nan_at_zero(kl, gain, form):
     return _gao(kl, gain, form, second=d ** 2 if form == "bon" else d * torch.log(d))
 
 
+def gao_nan_normal_equations(kl, gain, form):
+    if form not in ("bon", "rl"):
+        raise ValueError(form)
+    d = kl ** 0.5
+    X = torch.stack([d, -(d * d if form == "bon" else d * d.log())], 1)
+    return torch.linalg.pinv(X.T @ X) @ X.T @ gain
+
+
 # ------------------------------------------------------------------------------------------------ adaptive_kl_update
 def kl_update_numpy(beta, kl, target, n_steps, horizon):
     """A correct version, as TRL's old AdaptiveKLController writes it."""
@@ -239,7 +247,8 @@ WRONG = [
     ("gao_fit", gao_log_only, "not log d"),
     ("gao_fit", gao_log10, "natural log"),
     ("gao_fit", gao_intercept, "added an intercept"),
-    ("gao_fit", gao_nan_at_zero, "torch.xlogy"),
+    ("gao_fit", gao_nan_at_zero, "raised RuntimeError on an 'rl' curve that starts at KL 0"),
+    ("gao_fit", gao_nan_normal_equations, "torch.xlogy"),
     ("adaptive_kl_update", kl_update_no_clip, "not clipped"),
     ("adaptive_kl_update", kl_update_sign, "sign is flipped"),
     ("adaptive_kl_update", kl_update_inverted, "ratio is inverted"),
@@ -306,6 +315,8 @@ def test_argument_checks():
     assert not ok and "target = 0" in message and "ValueError" in message
 
     def select_no_validation(rewards, n):
+        if n < 1:
+            raise ValueError("n >= 1")
         p, k = rewards.shape
         return rewards[:, : k // n * n].reshape(p, -1, n).argmax(-1) + torch.arange(k // n) * n
 

@@ -137,8 +137,25 @@ def _gao_model(feature=None, sqrt=True, sign=-1.0, intercept=False):
     return impl
 
 
-def _has_nan(case, got) -> bool:
-    return isinstance(got, torch.Tensor) and bool(got.isnan().any()) and bool((case.kwargs["kl"] == 0).any())
+_AT_ZERO_HINT = ("at d = 0, d * log(d) is 0 * -inf = NaN in floating point, though its limit is 0, and the curve "
+                 "starts there (the SFT policy, KL 0). Use torch.xlogy(d, d), which is 0 at d = 0, or "
+                 "torch.where(d > 0, d * d.log(), 0).")
+
+
+def _fits_from_zero(fn) -> str | None:
+    """A property check: an RL curve that starts at KL 0, as every curve of the lab does."""
+    kl = torch.tensor([0.0, 1.0, 4.0, 9.0, 16.0, 36.0], dtype=torch.float64)
+    expected = torch.tensor([0.8, 0.3], dtype=torch.float64)
+    try:
+        got = fn(kl=kl, gain=hacking.gao_curve(kl, 0.8, 0.3, "rl"), form="rl")
+    except Exception as error:  # noqa: BLE001 - lstsq refuses a NaN in its matrix
+        return f"it raised {type(error).__name__} on an 'rl' curve that starts at KL 0: {_AT_ZERO_HINT}"
+    got = torch.as_tensor(got, dtype=torch.float64)
+    if bool(got.isnan().any()):
+        return f"it returned NaN on an 'rl' curve that starts at KL 0: {_AT_ZERO_HINT}"
+    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4):
+        return f"on an 'rl' curve that starts at KL 0 (alpha 0.8, beta 0.3) it returned {got.tolist()}."
+    return None
 
 
 _GAO_MISTAKES = [
@@ -155,14 +172,12 @@ _GAO_MISTAKES = [
             "large.", _gao_model(feature=lambda d, form: d * d if form == "bon" else d * torch.log10(d))),
     Mistake("You added an intercept: Gao et al.'s forms pass through 0 at d = 0 (no optimisation, no gain), so "
             "fit only the two columns, X = [d, -d^2] or [d, -d log d].", _gao_model(intercept=True)),
-    Mistake("NaN: at d = 0, d * log(d) is 0 * -inf = NaN in floating point, though its limit is 0. Use "
-            "torch.xlogy(d, d), which is 0 there, or torch.where(d > 0, d * d.log(), 0).", detect=_has_nan),
 ]
 
 _GAO_CASES = [
     _gao_case("bon", [0.0, 0.19, 0.64, 1.2, 1.8, 2.5], alpha=1.5, beta=0.25),
     _gao_case("rl", [1.0, 4.0, 9.0, 16.0, 25.0, 49.0], alpha=0.8, beta=0.3),
-    _gao_case("rl", [0.0, 2.0, 5.0, 11.0, 20.0, 40.0, 76.0], seed=0),
+    _gao_case("rl", [0.5, 2.0, 5.0, 11.0, 20.0, 40.0, 76.0], seed=0),
     _gao_case("bon", [0.0, 0.193, 0.636, 1.204, 1.835], seed=1),
 ]
 
@@ -172,6 +187,7 @@ GAO_FIT = Exercise(
     mistakes=_GAO_MISTAKES,
     atol=1e-4,
     properties=[
+        _fits_from_zero,
         must_reject({"kl": torch.tensor([0.0, 1.0, 4.0]), "gain": torch.tensor([0.0, 0.5, 0.8]), "form": "ppo"},
                     "form='ppo'", "only 'bon' and 'rl' are Gao et al.'s forms"),
     ],
@@ -207,6 +223,8 @@ _KL_UPDATE_MISTAKES = [
             _kl_update_model(error_fn=lambda kl, target: target / kl - 1)),
     Mistake("The error is not relative: divide by the target, e = clip(kl / target - 1, -0.2, 0.2), so the same "
             "rule works for a budget of 1 nat or 100.", _kl_update_model(error_fn=lambda kl, target: kl - target)),
+    Mistake("The clip is applied to e * n_steps / horizon: clip the error first, e = clip(kl / target - 1, "
+            "-0.2, 0.2), then scale it by n_steps / horizon.", _kl_update_model(clip_after=True)),
     Mistake("The step is not scaled by n_steps / horizon: beta <- beta * (1 + e * n_steps / horizon); a long "
             "horizon makes beta move slowly.", _kl_update_model(step=1.0)),
     Mistake("The update is additive: it is proportional, beta <- beta * (1 + e * n_steps / horizon), so beta "
@@ -214,8 +232,6 @@ _KL_UPDATE_MISTAKES = [
             _kl_update_model(combine=lambda beta, change: beta + change)),
     Mistake("The error is not clipped: e = clip(kl / target - 1, -0.2, 0.2), so one batch far over budget "
             "(a KL spike) cannot multiply beta by a large factor.", _kl_update_model(clip=False)),
-    Mistake("The clip is applied to e * n_steps / horizon: clip the error first, e = clip(kl / target - 1, "
-            "-0.2, 0.2), then scale it by n_steps / horizon.", _kl_update_model(clip_after=True)),
 ]
 
 _KL_UPDATE_CASES = [
