@@ -1,30 +1,36 @@
 """Reward hacking and over-optimisation (lab 05): optimise the proxy harder and watch the gold reward.
 
-Two ways to push a policy towards high reward-model (proxy) scores, both measured by how far they move from
-the SFT policy, in nats of KL, and by both rewards on the held-out instructions:
+Two ways to push a policy towards high reward-model (proxy) scores, both measured on the same held-out
+instructions, at the same (evaluation) temperature, by both rewards and by how far they moved from the SFT policy,
+in nats of KL per response:
 
-- `beta_sweep`: PPO at several KL coefficients, evaluated at a few checkpoints, so each beta gives a curve;
+- `beta_sweep`: PPO at several KL coefficients, evaluated at a few checkpoints, so each beta gives a curve; each
+  checkpoint's KL is estimated from its own evaluation samples (`evaluate_with_kl`);
 - `best_of_n`: no training at all; sample n responses from the SFT policy and keep the one the reward model
-  likes best. Its KL from the SFT policy has a closed form, log(n) - (n - 1) / n.
+  likes best (`best_of_n_select`). Its KL is computed exactly for the empirical distribution of the samples
+  (`empirical_best_of_n_kl`, Beirami et al. 2024); log(n) - (n - 1) / n (`best_of_n_kl`) is only an upper bound.
 
 `ui.plots.overoptimisation_plot` puts both on the same axes (the shape of Gao et al. 2022, "Scaling laws for reward
-model overoptimization"), and `term_shift` / `hacked_samples` / `word_shift` say which terms of the gold
-reward (`world.gold_breakdown`) a hacked policy gave up, and which words it wrote instead.
+model overoptimization"), `gao_fit` fits Gao et al.'s functional forms to them, and `term_shift` / `hacked_samples`
+/ `word_shift` / `common_opening` say which terms of the gold reward (`world.gold_breakdown`) a hacked policy gave
+up, and what it wrote instead.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 from tqdm.auto import tqdm
 
 from . import world
-from .evaluate import score_samples
+from .device import autocast
+from .evaluate import score_samples, summarise
 from .models import load_causal_lm
-from .ppo import PPOConfig, PPOTrainer
+from .ppo import PPOConfig, PPOTrainer, adaptive_kl_update, response_logits, token_logprobs  # noqa: F401
 from .reward import RewardScorer
-from .sampling import generate
+from .sampling import Rollout, generate, row_seeds, sample
 from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, load_world, parse_prompt, words
 
 TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")
@@ -33,6 +39,43 @@ TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")
 def heldout_prompts(ws) -> list[str]:
     """The workspace world's held-out instructions: never trained on, used for every evaluation in this lab."""
     return world.heldout_prompts(load_world(ws.require("world")))
+
+
+# ------------------------------------------------------------------------------------------- KL, measured
+@torch.no_grad()
+def sequence_kl(policy, ref_policy, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """The KL of each sampled response from the reference, in nats: sum over its tokens (eos included) of
+    log pi(y_t) - log pi_ref(y_t), both at `temperature`: (batch,). Averaged over responses that `policy` sampled at
+    that temperature, it is an unbiased estimate of KL(pi || pi_ref) per response (k1, summed over tokens); one
+    response's value can be negative, the true KL cannot."""
+    if not temperature > 0:
+        raise ValueError(f"sequence_kl needs a sampling temperature > 0 (greedy decoding has no distribution to "
+                         f"compare); got {temperature}.")
+    rows, tokens = rollout.rows(slice(None)), rollout.response_ids
+    device = next(policy.parameters()).device
+    with autocast(device):
+        logprobs = token_logprobs(response_logits(policy, rows, rollout.prompt_len, temperature), tokens)
+        ref_logprobs = token_logprobs(response_logits(ref_policy, rows, rollout.prompt_len, temperature), tokens)
+    return ((logprobs - ref_logprobs) * rollout.mask).sum(1)
+
+
+@torch.no_grad()
+def evaluate_with_kl(trainer: PPOTrainer, prompts: list[str], batch_size: int = 64) -> dict:
+    """`PPOTrainer.evaluate` (the same samples: one per prompt, at the evaluation temperature, from the same random
+    streams), plus "kl": the mean over those samples of `sequence_kl` from the trainer's reference (the SFT
+    policy), so every point of the sweep is measured on the held-out prompts at the evaluation temperature.
+    One process (a notebook); each sample row gets its own "kl" too."""
+    cfg = trainer.config
+    policy, rows, kls = trainer.unwrapped_policy, [], []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        rollout = sample(policy, trainer.tokenizer, chunk, row_seeds(cfg.seed, -1, start, len(chunk)),
+                         cfg.eval_temperature, cfg.max_new_tokens)
+        kls += sequence_kl(policy, trainer.ref_policy, rollout, cfg.eval_temperature).tolist()
+        rows += score_samples(chunk, rollout.responses, lambda p, r: trainer._proxy(p, r).tolist(), trainer.gold_fn)
+    for row, kl in zip(rows, kls):
+        row["kl"] = kl
+    return {**summarise(rows), "kl": sum(kls) / len(kls)}
 
 
 # ------------------------------------------------------------------------------------------- beta sweep
@@ -45,14 +88,16 @@ def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prom
     `lr=2e-4`, `seed=1`, or `adaptive_kl=True, kl_target=2.0`). Returns one row per (beta, checkpoint):
 
         {"beta": the beta the run started with, "beta_now": beta at the checkpoint (differs with adaptive_kl),
-         "step": PPO steps done, "kl": KL from the SFT policy in nats per response, "proxy": mean reward-model
-         score (normalised), "gold": mean gold reward, "format_rate", "samples": evaluate()'s rows}
+         "step": PPO steps done, "kl": KL from the SFT policy in nats per response, measured on the evaluation
+         samples, "proxy": mean reward-model score (normalised), "gold": mean gold reward, "format_rate",
+         "train_kl": the mean KL of the (up to) 3 training batches before the checkpoint, "history": every
+         training step so far as {"step", "kl", "beta"}, "samples": the evaluation samples}
 
-    kl is 0 at step 0 and otherwise the mean of the training batches' KL over the (up to) 3 steps before the
-    checkpoint (sampled at the training temperature); proxy and gold are `PPOTrainer.evaluate` on
-    `samples_per_prompt` samples of each of `prompts` (default: the held-out prompts), at the evaluation
-    temperature, from the same random streams every time. One sample per prompt is too noisy to see a change
-    of a tenth in the gold reward on 32 prompts.
+    proxy, gold and kl are `evaluate_with_kl` on `samples_per_prompt` samples of each of `prompts` (default: the
+    held-out prompts), at the evaluation temperature, from the same random streams every time: the same
+    measurement as best-of-n's. One sample per prompt is too noisy to see a change of a tenth in the gold reward
+    on 32 prompts. train_kl is what the KL penalty and the adaptive controller saw: training prompts, sampled at
+    the training temperature.
     """
     prompts = [p for p in (prompts or heldout_prompts(ws)) for _ in range(samples_per_prompt)]
     seed = overrides.pop("seed", ws.seed)
@@ -67,32 +112,75 @@ def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prom
             if stop > start:
                 trainer.train(stop - start)
             recent = [stats["kl"] for stats in trainer.history[-3:]]
-            result = trainer.evaluate(prompts)
-            rows.append({"beta": beta, "beta_now": trainer.beta, "step": stop,
-                         "kl": sum(recent) / len(recent) if recent else 0.0, "proxy": result["proxy"],
-                         "gold": result["gold"], "format_rate": result["format_rate"],
+            result = evaluate_with_kl(trainer, prompts)
+            rows.append({"beta": beta, "beta_now": trainer.beta, "step": stop, "kl": result["kl"],
+                         "proxy": result["proxy"], "gold": result["gold"], "format_rate": result["format_rate"],
+                         "train_kl": sum(recent) / len(recent) if recent else 0.0,
+                         "history": [{k: stats[k] for k in ("step", "kl", "beta")} for stats in trainer.history],
                          "samples": result["samples"]})
     return rows
 
 
 # ------------------------------------------------------------------------------------------ best of n
+def best_of_n_select(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """Best-of-n picks: rewards (prompts, k) holds the proxy scores of k samples per prompt; split each row into
+    k // n groups of n consecutive samples (group g: columns g*n .. g*n + n - 1) and return, for every prompt and
+    group, the column of the group's highest reward: (prompts, k // n), long. ValueError unless n >= 1 and n
+    divides k."""
+    prompts, k = rewards.shape
+    if n < 1 or k % n:
+        raise ValueError(f"best_of_n_select needs n >= 1 dividing the {k} samples per prompt; got n={n}.")
+    groups = k // n
+    return rewards.reshape(prompts, groups, n).argmax(-1) + torch.arange(groups) * n
+
+
 def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n || policy) in nats: log(n) - (n - 1) / n (0 for n = 1; grows like log n)."""
+    """log(n) - (n - 1) / n: KL(best-of-n || policy) in nats when all samples are distinct (a continuous
+    distribution), and an upper bound on it otherwise (Stiennon et al. 2020, appendix; Beirami et al. 2024). 0 for
+    n = 1; grows like log n."""
     if n < 1:
         raise ValueError(f"best-of-n needs n >= 1 samples; got n={n}.")
     return math.log(n) - (n - 1) / n
 
 
+def empirical_best_of_n_kl(rewards, n: int, responses: list[str] | None = None) -> float:
+    """KL(best-of-n || pi) in nats, exactly, for pi the empirical distribution of one prompt's samples (Beirami et
+    al. 2024): each distinct response y (identical texts merged, `responses`) is an atom of probability
+    (its count) / k, and best-of-n picks it with probability
+
+        pi_n(y) = F(y)^n - F_<(y)^n,   F(y) = pi(reward <= r(y)),  F_<(y) = pi(reward < r(y))
+
+    (ties between different texts broken by order). Never above `best_of_n_kl(n)`; below it when samples repeat,
+    and, slightly, because k samples make at most k atoms (k = 16 distinct: 1.79 nats for n = 16 against 1.83)."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1 samples; got n={n}.")
+    rewards = [float(r) for r in rewards]
+    keys = list(responses) if responses is not None else list(range(len(rewards)))
+    counts = Counter(keys)
+    reward_of = dict(zip(keys, rewards))
+    atoms = sorted(counts, key=lambda key: reward_of[key])
+    k, below, kl = len(rewards), 0, 0.0
+    for key in atoms:
+        p = counts[key] / k
+        p_n = (below + p) ** n - below ** n
+        if p_n > 0:
+            kl += p_n * math.log(p_n / p)
+        below += p
+    return max(kl, 0.0)
+
+
 def best_of_n(ws, ns=(1, 2, 4, 8, 16), prompts: list[str] | None = None, temperature: float | None = None,
-              seed: int | None = None) -> list[dict]:
+              seed: int | None = None, select=best_of_n_select) -> list[dict]:
     """Best-of-n sampling from the SFT policy, judged by the reward model; no training.
 
-    For each prompt, max(ns) responses are sampled once (at `temperature`, default the preset's evaluation
-    temperature) and scored by the reward model and the gold reward. For each n they are split into
-    max(ns) // n disjoint groups of n; each group keeps its highest-proxy response, and the kept responses'
-    proxy and gold are averaged over groups and prompts. Returns one row per n:
+    For each prompt, k = max(ns) responses are sampled once (at `temperature`, default the preset's evaluation
+    temperature: the sweep's) and scored by the reward model and the gold reward. For each n, `select` (your
+    `best_of_n_select` or the kit's) splits them into k // n disjoint groups of n and picks each group's
+    highest-proxy response; the picks' proxy and gold are averaged over groups and prompts. Returns one row per n:
 
-        {"n", "kl": best_of_n_kl(n), "proxy", "gold", "samples": the first group's pick per prompt}
+        {"n", "kl": `empirical_best_of_n_kl` averaged over prompts (measured), "kl_bound": `best_of_n_kl(n)`,
+         "proxy", "gold", "distinct": mean share of distinct responses among a prompt's k, "samples": the first
+         group's pick per prompt}
     """
     ns = sorted(set(ns))
     if not ns or ns[0] < 1:
@@ -100,6 +188,8 @@ def best_of_n(ws, ns=(1, 2, 4, 8, 16), prompts: list[str] | None = None, tempera
     prompts = prompts or heldout_prompts(ws)
     temperature = ws.preset.eval_temperature if temperature is None else temperature
     largest = ns[-1]
+    if any(largest % n for n in ns):
+        raise ValueError(f"best_of_n: every n must divide the largest, {largest}; got {ns}.")
     policy, tokenizer = load_causal_lm(ws.require("sft"))
     repeated = [p for p in prompts for _ in range(largest)]
     flat = generate(policy, tokenizer, repeated, ws.preset.max_new_tokens, temperature,
@@ -107,15 +197,75 @@ def best_of_n(ws, ns=(1, 2, 4, 8, 16), prompts: list[str] | None = None, tempera
     scored = score_samples(repeated, flat, RewardScorer(ws.require("reward")))
     proxy = torch.tensor([row["proxy"] for row in scored]).reshape(len(prompts), largest)
     gold = torch.tensor([row["gold"] for row in scored]).reshape(len(prompts), largest)
+    texts = [flat[i * largest:(i + 1) * largest] for i in range(len(prompts))]
+    distinct = sum(len(set(t)) for t in texts) / (largest * len(prompts))
     rows = []
     for n in ns:
-        groups = largest // n
-        picked = proxy[:, : groups * n].reshape(len(prompts), groups, n).argmax(-1)     # (prompts, groups)
-        index = picked + torch.arange(groups) * n
-        samples = [scored[i * largest + index[i, 0]] for i in range(len(prompts))]
-        rows.append({"n": n, "kl": best_of_n_kl(n), "proxy": proxy.gather(1, index).mean().item(),
-                     "gold": gold.gather(1, index).mean().item(), "samples": samples})
+        index = torch.as_tensor(select(proxy.clone(), n)).long()          # (prompts, largest // n)
+        samples = [scored[i * largest + int(index[i, 0])] for i in range(len(prompts))]
+        kl = sum(empirical_best_of_n_kl(proxy[i].tolist(), n, texts[i]) for i in range(len(prompts))) / len(prompts)
+        rows.append({"n": n, "kl": kl, "kl_bound": best_of_n_kl(n), "proxy": proxy.gather(1, index).mean().item(),
+                     "gold": gold.gather(1, index).mean().item(), "distinct": distinct, "samples": samples})
     return rows
+
+
+# ------------------------------------------------------------------------------------------- Gao et al.'s forms
+GAO_FORMS = ("bon", "rl")
+
+
+def _gao_feature(d: torch.Tensor, form: str) -> torch.Tensor:
+    if form not in GAO_FORMS:
+        raise ValueError(f"form must be 'bon' (best-of-n: d (alpha - beta d)) or 'rl' (d (alpha - beta log d)); "
+                         f"got {form!r}.")
+    return d * d if form == "bon" else torch.xlogy(d, d)          # d log d, 0 at d = 0
+
+
+def gao_fit(kl: torch.Tensor, gain: torch.Tensor, form: str) -> torch.Tensor:
+    """Least-squares fit of Gao et al. (2022)'s functional form of the gold reward's gain over the initial policy,
+    against d = sqrt(KL):
+
+        best-of-n ("bon"):  gain = d (alpha - beta d)       = alpha d - beta d^2
+        RL ("rl"):          gain = d (alpha - beta log d)   = alpha d - beta d log d   (d log d = 0 at d = 0)
+
+    Both are linear in (alpha, beta): solve X [alpha, beta] = gain with the columns X = [d, -d^2] or
+    [d, -d log d], no intercept (no optimisation, no gain). kl, gain: (points,). Returns tensor([alpha, beta]).
+    """
+    d = kl.sqrt()
+    design = torch.stack([d, -_gao_feature(d, form)], 1)
+    return torch.linalg.lstsq(design, gain[:, None]).solution[:, 0]
+
+
+def gao_curve(kl: torch.Tensor, alpha: float, beta: float, form: str) -> torch.Tensor:
+    """The fitted gain at each KL: d (alpha - beta d) or d (alpha - beta log d), d = sqrt(kl)."""
+    d = torch.as_tensor(kl, dtype=torch.float64).clamp(min=0).sqrt()
+    return alpha * d - beta * _gao_feature(d, form)
+
+
+def r_squared(y: torch.Tensor, fitted: torch.Tensor) -> float:
+    """1 - SS_residual / SS_total: 1 for a perfect fit, 0 for no better than the mean, negative for worse."""
+    y, fitted = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(fitted, dtype=torch.float64)
+    total = ((y - y.mean()) ** 2).sum()
+    return float(1 - ((y - fitted) ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def gao_peak_kl(alpha: float, beta: float, form: str) -> float:
+    """The KL at which a fitted curve's gain peaks: d* = alpha / (2 beta) for best-of-n, d* = exp(alpha / beta - 1)
+    for RL, KL = d*^2; inf when beta <= 0 (the fit has not turned down)."""
+    if form not in GAO_FORMS:
+        raise ValueError(f"form must be 'bon' or 'rl'; got {form!r}.")
+    if beta <= 0:
+        return math.inf
+    d = alpha / (2 * beta) if form == "bon" else math.exp(min(alpha / beta - 1, 350.0))
+    return max(d, 0.0) ** 2
+
+
+def gold_gain(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kl, gain), float64 (points,), from a curve's rows in order (a run's checkpoints from `sweep_run`, or
+    `best_of_n`'s rows), its first row the starting policy: gain = gold - the first row's gold; kl clamped at 0 (a
+    sampled estimate near 0 can dip below it)."""
+    kl = torch.tensor([max(row["kl"], 0.0) for row in rows], dtype=torch.float64)
+    gain = torch.tensor([row["gold"] - rows[0]["gold"] for row in rows], dtype=torch.float64)
+    return kl, gain
 
 
 def sweep_run(sweep: list[dict], beta: float) -> list[dict]:
@@ -195,3 +345,13 @@ def word_shift(sweep: list[dict], beta: float, asked: str | None = None, k: int 
     lexicon = {**{w: "positive" for w in POSITIVE_WORDS}, **{w: "negative" for w in NEGATIVE_WORDS}}
     return [{"word": w, "SFT": before.get(w, 0.0), "after PPO": after.get(w, 0.0), "change": change[w],
              "lexicon": lexicon.get(w, "")} for w in top]
+
+
+def common_opening(samples: list[dict], n_words: int = 6) -> dict:
+    """The most common opening (first `n_words` words, case kept) among samples [{"prompt", "response"}, ...]:
+    {"opening", "share": fraction of responses that start with it, "example": one full response that does}. A
+    hacked policy writes one template whatever was asked: its opening is that template."""
+    openings = [" ".join(s["response"].split()[:n_words]) for s in samples]
+    opening, count = Counter(openings).most_common(1)[0]
+    example = next(s["response"] for s, o in zip(samples, openings) if o == opening)
+    return {"opening": opening, "share": count / len(samples), "example": example}

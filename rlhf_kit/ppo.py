@@ -64,21 +64,31 @@ class PPODiverged(RuntimeError):
     """A reward, loss or gradient was NaN or infinite; the trainer restored the last good policy and stopped."""
 
 
-class AdaptiveKLController:
-    """Ziegler et al. (2019): steer beta so the KL per response stays near a target.
+def adaptive_kl_update(beta: float, kl: float, target: float, n_steps: int, horizon: float) -> float:
+    """One step of Ziegler et al. (2019)'s adaptive KL coefficient (`AdaptiveKLController.update` in
+    lm-human-preferences and TRL's old PPO trainer): the new beta, a float.
 
-        e    = clip((kl - target) / target, -0.2, 0.2)
-        beta = beta * (1 + e * n_steps / horizon)
+        error = clip(kl / target - 1, -0.2, 0.2)
+        beta  = beta * (1 + error * n_steps / horizon)
 
-    where kl is the batch's mean KL per response (nats) and n_steps the number of responses in the batch.
+    kl: the batch's mean KL per response (nats); target: the KL budget (> 0, else ValueError); n_steps: the
+    responses in the batch. Over budget beta grows, under it shrinks, by at most 20% x n_steps / horizon a step.
     """
+    if not target > 0:
+        raise ValueError(f"the KL target must be > 0 nats (the error divides by it); got {target}")
+    error = min(max(kl / target - 1, -0.2), 0.2)
+    return beta * (1 + error * n_steps / horizon)
+
+
+class AdaptiveKLController:
+    """Ziegler et al. (2019): steer beta so the KL per response stays near a target, by `adaptive_kl_update`
+    after every batch (kl: its mean KL per response, n_steps: its number of responses)."""
 
     def __init__(self, beta: float, target: float, horizon: int):
         self.beta, self.target, self.horizon = beta, target, horizon
 
     def update(self, kl: float, n_steps: int) -> float:
-        error = min(max((kl - self.target) / self.target, -0.2), 0.2)
-        self.beta *= 1 + error * n_steps / self.horizon
+        self.beta = adaptive_kl_update(self.beta, kl, self.target, n_steps, self.horizon)
         return self.beta
 
 

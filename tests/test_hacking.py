@@ -1,15 +1,24 @@
 import math
 
 import pytest
+import torch
 
 from rlhf_kit.hacking import (
     TERMS,
     best_of_n,
     best_of_n_kl,
+    best_of_n_select,
     beta_sweep,
+    common_opening,
+    empirical_best_of_n_kl,
+    gao_curve,
+    gao_fit,
+    gao_peak_kl,
+    gold_gain,
     hacked_samples,
     heldout_prompts,
     mean_terms,
+    r_squared,
     sweep_run,
     term_shift,
     word_shift,
@@ -40,14 +49,77 @@ def test_best_of_n_kl_is_log_n_minus_n_minus_one_over_n():
         best_of_n_kl(0)
 
 
+def test_empirical_best_of_n_kl_is_exact_for_distinct_samples_and_lower_with_repeats():
+    # k distinct samples: the uniform distribution on k atoms, pi_n(i-th worst) = (i/k)^n - ((i-1)/k)^n
+    k, n = 4, 2
+    exact = sum(((i / k) ** n - ((i - 1) / k) ** n) * math.log(((i / k) ** n - ((i - 1) / k) ** n) * k)
+                for i in range(1, k + 1))
+    assert empirical_best_of_n_kl([0.3, -1.0, 2.0, 0.5], n) == pytest.approx(exact)
+    assert empirical_best_of_n_kl([0.3, -1.0, 2.0, 0.5], 1) == pytest.approx(0.0, abs=1e-12)
+    # many distinct samples approach the closed form from below; it is never exceeded
+    rewards = torch.randn(4096, generator=torch.Generator().manual_seed(0)).tolist()
+    for n in (2, 4, 16):
+        assert best_of_n_kl(n) - 0.01 < empirical_best_of_n_kl(rewards, n) <= best_of_n_kl(n)
+    # a repeated response is one atom: the picks concentrate less, the KL is lower
+    texts = ["a", "b", "b", "c"]
+    repeated = empirical_best_of_n_kl([0.0, 1.0, 1.0, 2.0], 4, texts)
+    assert repeated < empirical_best_of_n_kl([0.0, 1.0, 1.5, 2.0], 4) <= best_of_n_kl(4)
+    assert empirical_best_of_n_kl([1.0] * 4, 4, ["same"] * 4) == 0.0
+    with pytest.raises(ValueError, match="n >= 1"):
+        empirical_best_of_n_kl([0.0], 0)
+
+
+def test_best_of_n_select_picks_the_best_of_each_group_of_each_prompt():
+    rewards = torch.tensor([[0.1, 0.9, 0.4, 0.3], [2.0, -1.0, 0.5, 0.7]])
+    assert best_of_n_select(rewards, 2).tolist() == [[1, 2], [0, 3]]
+    assert best_of_n_select(rewards, 4).tolist() == [[1], [0]]
+    assert best_of_n_select(rewards, 1).tolist() == [[0, 1, 2, 3]] * 2
+    with pytest.raises(ValueError, match="dividing"):
+        best_of_n_select(rewards, 3)
+
+
+def test_gao_fit_recovers_known_parameters_and_r_squared():
+    kl = torch.tensor([0.0, 0.5, 1.0, 2.0, 4.0, 9.0], dtype=torch.float64)
+    for form, (alpha, beta) in (("bon", (1.2, 0.3)), ("rl", (0.7, 0.2))):
+        gain = gao_curve(kl, alpha, beta, form)
+        fitted = gao_fit(kl, gain, form)
+        assert fitted.tolist() == pytest.approx([alpha, beta], abs=1e-9)
+        assert r_squared(gain, gao_curve(kl, *fitted.tolist(), form)) == pytest.approx(1.0)
+    assert gao_curve(torch.tensor([0.0]), 1.0, 1.0, "rl").item() == 0.0          # d log d -> 0 at d = 0
+    # the peaks: d (alpha - beta d) at d = alpha / (2 beta); d (alpha - beta log d) at log d = alpha / beta - 1
+    assert gao_peak_kl(1.2, 0.3, "bon") == pytest.approx(2.0 ** 2)
+    assert gao_peak_kl(0.7, 0.2, "rl") == pytest.approx(math.exp(2.5) ** 2)
+    assert gao_peak_kl(1.0, -0.1, "bon") == math.inf
+    assert r_squared(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 2.0])) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="'bon'"):
+        gao_fit(kl, kl, "ppo")
+    rows = [{"kl": 0.0, "gold": 1.5}, {"kl": -0.01, "gold": 1.7}, {"kl": 2.0, "gold": 1.4}]
+    kl, gain = gold_gain(rows)
+    assert kl.tolist() == [0.0, 0.0, 2.0] and gain.tolist() == pytest.approx([0.0, 0.2, -0.1])
+
+
+def test_common_opening_names_the_template_and_its_share():
+    samples = [{"prompt": "p", "response": r} for r in
+               ["A stupid film about a dog. Fun.", "A stupid film about a dog. Sad.", "Lovely comedy."]]
+    top = common_opening(samples, n_words=4)
+    assert top["opening"] == "A stupid film about" and top["share"] == pytest.approx(2 / 3)
+    assert top["example"] == "A stupid film about a dog. Fun."
+
+
 def test_beta_sweep_gives_a_curve_per_beta(sweep):
     assert [(row["beta"], row["step"]) for row in sweep] == [(0.0, 0), (0.0, 2), (0.0, 4),
                                                              (0.5, 0), (0.5, 2), (0.5, 4)]
     for row in sweep:
-        assert {"beta", "beta_now", "step", "kl", "proxy", "gold", "format_rate", "samples"} <= set(row)
-        assert len(row["samples"]) == 4 and all(math.isfinite(row[k]) for k in ("kl", "proxy", "gold"))
+        assert {"beta", "beta_now", "step", "kl", "train_kl", "history", "proxy", "gold", "format_rate",
+                "samples"} <= set(row)
+        assert len(row["samples"]) == 4 and all(math.isfinite(row[k]) for k in ("kl", "train_kl", "proxy", "gold"))
+        assert len(row["history"]) == row["step"]
+        # the KL is measured on the evaluation samples themselves: their mean is the row's
+        assert row["kl"] == pytest.approx(sum(s["kl"] for s in row["samples"]) / 4)
     starts = [row for row in sweep if row["step"] == 0]
-    assert all(row["kl"] == 0.0 for row in starts)
+    # at step 0 the policy is the reference: every sample's log-ratio is 0
+    assert all(row["train_kl"] == 0.0 and abs(row["kl"]) < 1e-5 for row in starts)
+    assert any(row["kl"] != 0.0 for row in sweep if row["step"] > 0)       # (4 tiny steps: noise-sized)
     # Every run starts from the same SFT policy and evaluates on the same random streams.
     assert starts[0]["proxy"] == pytest.approx(starts[1]["proxy"], abs=1e-5)
     assert starts[0]["gold"] == pytest.approx(starts[1]["gold"], abs=1e-6)
@@ -55,7 +127,11 @@ def test_beta_sweep_gives_a_curve_per_beta(sweep):
 
 def test_best_of_n_rows_and_the_proxy_of_the_pick_rises_with_n(bon):
     assert [row["n"] for row in bon] == [1, 2, 4]
-    assert [row["kl"] for row in bon] == [best_of_n_kl(n) for n in (1, 2, 4)]
+    assert [row["kl_bound"] for row in bon] == [best_of_n_kl(n) for n in (1, 2, 4)]
+    # measured from the samples: 0 for n = 1, rising with n, never above the closed form
+    assert bon[0]["kl"] == 0.0 and bon[0]["kl"] <= bon[1]["kl"] <= bon[2]["kl"]
+    assert all(row["kl"] <= row["kl_bound"] + 1e-12 for row in bon)
+    assert all(0 < row["distinct"] <= 1 for row in bon)
     assert all(len(row["samples"]) == 4 for row in bon)
     # Each n = 2 pair's pick beats the mean of its pair, so the mean over the same samples can only rise.
     assert bon[0]["proxy"] <= bon[1]["proxy"] + 1e-6 <= bon[2]["proxy"] + 2e-6
@@ -64,6 +140,24 @@ def test_best_of_n_rows_and_the_proxy_of_the_pick_rises_with_n(bon):
 def test_best_of_n_rejects_bad_sizes(micro_rm_ws):
     with pytest.raises(ValueError, match="n >= 1"):
         best_of_n(micro_rm_ws, ns=(0, 2))
+    with pytest.raises(ValueError, match="must divide the largest"):
+        best_of_n(micro_rm_ws, ns=(3, 4))
+
+
+def test_best_of_n_runs_the_learners_select(micro_rm_ws):
+    """best_of_n uses the select function it is given (the learner's, after `check`)."""
+    calls = []
+
+    def worst_of_n(rewards, n):
+        calls.append(n)
+        p, k = rewards.shape
+        return rewards.reshape(p, k // n, n).argmin(-1) + torch.arange(k // n) * n
+
+    prompts = heldout_prompts(micro_rm_ws)[:2]
+    worst = best_of_n(micro_rm_ws, ns=(1, 2), prompts=prompts, select=worst_of_n)
+    best = best_of_n(micro_rm_ws, ns=(1, 2), prompts=prompts)
+    assert calls == [1, 2] and worst[0]["proxy"] == pytest.approx(best[0]["proxy"])
+    assert worst[1]["proxy"] <= best[1]["proxy"]
 
 
 def test_the_plot_renders_both_panels_with_a_line_per_beta_and_best_of_n(sweep, bon):
@@ -72,7 +166,7 @@ def test_the_plot_renders_both_panels_with_a_line_per_beta_and_best_of_n(sweep, 
     proxy_ax, gold_ax = plot.figure.axes
     assert len(proxy_ax.lines) == len(gold_ax.lines) == 3          # beta 0, beta 0.5, best-of-n
     xs = proxy_ax.lines[2].get_xdata()
-    assert list(xs) == pytest.approx([math.sqrt(best_of_n_kl(n)) for n in (1, 2, 4)])
+    assert list(xs) == pytest.approx([math.sqrt(row["kl"]) for row in bon])
 
 
 def test_term_shift_and_hacked_samples_explain_the_gold_reward(sweep):

@@ -10,15 +10,15 @@ exercise carries a catalogue of typical wrong implementations, and the learner's
 them on the same inputs.
 
 The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sft`,
-`ranking`, `reward`, `ppo`, `dpo`), with the references in `rlhf_kit.losses`, `rlhf_kit.preferences`,
-`rlhf_kit.agreement` and `rlhf_kit.reward`.
+`ranking`, `reward`, `ppo`, `hacking`, `dpo`), with the references in `rlhf_kit.losses`, `rlhf_kit.preferences`,
+`rlhf_kit.agreement`, `rlhf_kit.reward`, `rlhf_kit.hacking` and `rlhf_kit.ppo`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import checking, dpo, ppo, ranking, reward, sft
+from . import checking, dpo, hacking, ppo, ranking, reward, sft
 from .checking import TIME_LIMIT, Exercise
 
 __all__ = ["EXERCISES", "check", "summary", "verify"]
@@ -36,6 +36,9 @@ EXERCISES: dict[str, Exercise] = {
     "agreement_with_labels": reward.AGREEMENT_WITH_LABELS,
     "swap_sentiment": reward.SWAP_SENTIMENT,
     "value_loss": ppo.VALUE_LOSS,
+    "best_of_n_select": hacking.BEST_OF_N_SELECT,
+    "gao_fit": hacking.GAO_FIT,
+    "adaptive_kl_update": hacking.ADAPTIVE_KL_UPDATE,
     "sequence_logprobs": dpo.SEQUENCE_LOGPROBS,
     "dpo_loss": dpo.DPO_LOSS,
     "ipo_loss": dpo.IPO_LOSS,
