@@ -43,7 +43,7 @@ from .configs import DPOConfig
 from .device import autocast, seed_everything
 from .evaluate import score_samples, summarise
 from .models import check_tokenizer, disable_dropout, load_causal_lm
-from .ppo import response_logits, token_logprobs
+from .ppo import rollout_kl
 from .sampling import row_seeds, sample
 from .sft import _context_limit, collate, tokenize_demo
 from .training import adamw, batches, optimizer_step, tail_mean
@@ -301,13 +301,7 @@ class DPOTrainer:
             chunk = list(prompts[start:start + batch_size])
             rollout = sample(self.policy, self.tokenizer, chunk, row_seeds(seed, -1, start, len(chunk)),
                              cfg.eval_temperature, cfg.max_new_tokens)
-            batch, tokens = rollout.rows(slice(None)), rollout.response_ids
-            with autocast(self.device):
-                logprobs = token_logprobs(response_logits(self.policy, batch, rollout.prompt_len,
-                                                          cfg.eval_temperature), tokens)
-                ref_logprobs = token_logprobs(response_logits(self.ref_policy, batch, rollout.prompt_len,
-                                                              cfg.eval_temperature), tokens)
-            kls += ((logprobs - ref_logprobs) * rollout.mask).sum(1).tolist()
+            kls += rollout_kl(self.policy, self.ref_policy, rollout, cfg.eval_temperature).tolist()
             lengths += rollout.mask.sum(1).tolist()
             rows += score_samples(chunk, rollout.responses, self.reward_fn, self.gold_fn)
         return {**summarise(rows), "kl": sum(kls) / len(kls), "response_length": sum(lengths) / len(lengths)}

@@ -25,12 +25,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import world
-from .device import autocast
 from .evaluate import score_samples, summarise
 from .models import load_causal_lm
-from .ppo import PPOConfig, PPOTrainer, adaptive_kl_update, response_logits, token_logprobs  # noqa: F401
+from .ppo import PPOConfig, PPOTrainer, adaptive_kl_update, rollout_kl  # noqa: F401
 from .reward import RewardScorer
-from .sampling import Rollout, generate, row_seeds, sample
+from .sampling import generate, row_seeds, sample
 from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, load_world, parse_prompt, words
 
 TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")
@@ -43,26 +42,10 @@ def heldout_prompts(ws) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- KL, measured
 @torch.no_grad()
-def sequence_kl(policy, ref_policy, rollout: Rollout, temperature: float) -> torch.Tensor:
-    """The KL of each sampled response from the reference, in nats: sum over its tokens (eos included) of
-    log pi(y_t) - log pi_ref(y_t), both at `temperature`: (batch,). Averaged over responses that `policy` sampled at
-    that temperature, it is an unbiased estimate of KL(pi || pi_ref) per response (k1, summed over tokens); one
-    response's value can be negative, the true KL cannot."""
-    if not temperature > 0:
-        raise ValueError(f"sequence_kl needs a sampling temperature > 0 (greedy decoding has no distribution to "
-                         f"compare); got {temperature}.")
-    rows, tokens = rollout.rows(slice(None)), rollout.response_ids
-    device = next(policy.parameters()).device
-    with autocast(device):
-        logprobs = token_logprobs(response_logits(policy, rows, rollout.prompt_len, temperature), tokens)
-        ref_logprobs = token_logprobs(response_logits(ref_policy, rows, rollout.prompt_len, temperature), tokens)
-    return ((logprobs - ref_logprobs) * rollout.mask).sum(1)
-
-
 @torch.no_grad()
 def evaluate_with_kl(trainer: PPOTrainer, prompts: list[str], batch_size: int = 64) -> dict:
     """`PPOTrainer.evaluate` (the same samples: one per prompt, at the evaluation temperature, from the same random
-    streams), plus "kl": the mean over those samples of `sequence_kl` from the trainer's reference (the SFT
+    streams), plus "kl": the mean over those samples of `ppo.rollout_kl` from the trainer's reference (the SFT
     policy), so every point of the sweep is measured on the held-out prompts at the evaluation temperature.
     One process (a notebook); each sample row gets its own "kl" too."""
     cfg = trainer.config
@@ -71,7 +54,7 @@ def evaluate_with_kl(trainer: PPOTrainer, prompts: list[str], batch_size: int = 
         chunk = list(prompts[start:start + batch_size])
         rollout = sample(policy, trainer.tokenizer, chunk, row_seeds(cfg.seed, -1, start, len(chunk)),
                          cfg.eval_temperature, cfg.max_new_tokens)
-        kls += sequence_kl(policy, trainer.ref_policy, rollout, cfg.eval_temperature).tolist()
+        kls += rollout_kl(policy, trainer.ref_policy, rollout, cfg.eval_temperature).tolist()
         rows += score_samples(chunk, rollout.responses, lambda p, r: trainer._proxy(p, r).tolist(), trainer.gold_fn)
     for row, kl in zip(rows, kls):
         row["kl"] = kl

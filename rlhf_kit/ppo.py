@@ -456,6 +456,22 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+@torch.no_grad()
+def rollout_kl(policy, ref_policy, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """The KL of each sampled response from the reference, in nats: `losses.sequence_kl` (k1, summed over its
+    tokens, eos included) of the two models' log-probabilities at `temperature`: (batch,). Averaged over responses
+    that `policy` sampled at that temperature, it estimates KL(pi || pi_ref) per response; one response's value
+    can be negative, the true KL cannot. Lab 05's sweep and the DPO stage measure every policy with it."""
+    if not temperature > 0:
+        raise ValueError(f"rollout_kl needs a sampling temperature > 0 (greedy decoding has no distribution to "
+                         f"compare); got {temperature}.")
+    rows, tokens = rollout.rows(slice(None)), rollout.response_ids
+    with autocast(next(policy.parameters()).device):
+        logprobs = token_logprobs(response_logits(policy, rows, rollout.prompt_len, temperature), tokens)
+        ref_logprobs = token_logprobs(response_logits(ref_policy, rows, rollout.prompt_len, temperature), tokens)
+    return losses.sequence_kl(logprobs, ref_logprobs, rollout.mask)
+
+
 # ------------------------------------------------------------------------------------------- the run
 def run_ppo(ws, config: PPOConfig | None = None, save_dir=None, callback: Callable | None = None,
             losses: PPOLosses | None = None) -> dict:
