@@ -9,20 +9,24 @@ so the rest of the lab still runs. When the answer is wrong the message names th
 exercise carries a catalogue of typical wrong implementations, and the learner's output is matched against
 them on the same inputs.
 
-The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sft`,
-`ranking`, `reward`, `ppo`), with the references in `rlhf_kit.losses` and `rlhf_kit.preferences`.
+The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sampling`,
+`sft`, `ranking`, `reward`, `ppo`), with the references in `rlhf_kit.losses`, `rlhf_kit.sampling` and
+`rlhf_kit.preferences`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import checking, ppo, ranking, reward, sft
+from . import checking, ppo, ranking, reward, sampling, sft
 from .checking import TIME_LIMIT, Exercise
 
 __all__ = ["EXERCISES", "check", "summary", "verify"]
 
 EXERCISES: dict[str, Exercise] = {
+    "next_token_distribution": sampling.NEXT_TOKEN_DISTRIBUTION,
+    "sample_next_token": sampling.SAMPLE_NEXT_TOKEN,
+    "build_response_mask": sft.BUILD_RESPONSE_MASK,
     "sft_loss": sft.SFT_LOSS,
     "bradley_terry_loss": reward.BRADLEY_TERRY_LOSS,
     "rewards_at_last_token": reward.REWARDS_AT_LAST_TOKEN,
