@@ -30,6 +30,21 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch
     return -(token_logprobs * mask).sum() / mask.sum().clamp(min=1)
 
 
+def build_response_mask(prompt_lengths: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The SFT response mask of a right-padded batch: 0 on the prompt, 1 on the response and its eos, 0 on padding.
+
+        m[b, t] = 1 if prompt_lengths[b] <= t and attention_mask[b, t] == 1, else 0
+
+    Shapes:
+        prompt_lengths: (batch,)           number of prompt tokens at the start of each row
+        attention_mask: (batch, seq_len)   1 on the row's tokens (prompt, response, eos), 0 on the padding after them
+    Returns (batch, seq_len) int64: the `response_mask` that `sft_loss` reads.
+    """
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    after_prompt = positions[None, :] >= prompt_lengths[:, None]
+    return (after_prompt & attention_mask.bool()).long()
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """sum(x * mask) / sum(mask): the mean over the positions where mask is 1."""

@@ -25,13 +25,17 @@ class _SeededSampler(LogitsProcessor):
     does not depend on which other prompts share its batch or process. Used with greedy `generate`.
     """
 
-    def __init__(self, seeds: list[int], temperature: float, device):
+    def __init__(self, seeds: list[int], temperature: float, device, top_k: int | None = None):
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.temperature = temperature
+        self.top_k = top_k
 
     def __call__(self, input_ids, scores):
         u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
         gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
+        if self.top_k is not None and self.top_k < scores.shape[-1]:     # only the k largest logits can win
+            kth = scores.topk(self.top_k, dim=-1).values[..., -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
         return scores / self.temperature + gumbel
 
 
@@ -87,16 +91,17 @@ _MODELING_LOG = logging.getLogger("transformers.modeling_utils")
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: float,
-           max_new_tokens: int) -> Rollout:
+           max_new_tokens: int, top_k: int | None = None) -> Rollout:
     """One response per prompt, row i drawn from its own random stream `seeds[i]` (greedy when temperature is
-    0): prompts left-padded, KV cache on, each response cut after its first eos. The only sampler of the kit."""
+    0; from the `top_k` most likely tokens only when top_k is given): prompts left-padded, KV cache on, each
+    response cut after its first eos. The only sampler of the kit."""
     if not prompts:
         raise ValueError("sample() got an empty list of prompts.")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
-    processors = LogitsProcessorList([_SeededSampler(seeds, temperature, device)] if temperature > 0 else [])
+    processors = LogitsProcessorList([_SeededSampler(seeds, temperature, device, top_k)] if temperature > 0 else [])
     alarm = _FalsePaddingAlarm()
     _MODELING_LOG.addFilter(alarm)
     try:
@@ -117,15 +122,53 @@ def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: 
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
-             seed: int = 0, batch_size: int = 64, first_row: int = 0) -> list[str]:
-    """One sampled response per prompt (greedy when temperature == 0), cut before its first eos: `sample` in
-    batches, prompt i from stream row_seeds(seed, -1, first_row + i), so the result does not depend on batch_size
-    and equals what `PPOTrainer.evaluate` samples for the same prompts and seed."""
+             seed: int = 0, batch_size: int = 64, first_row: int = 0, top_k: int | None = None) -> list[str]:
+    """One sampled response per prompt (greedy when temperature == 0; top_k as in `sample`), cut before its first
+    eos: `sample` in batches, prompt i from stream row_seeds(seed, -1, first_row + i), so the result does not
+    depend on batch_size and equals what `PPOTrainer.evaluate` samples for the same prompts and seed."""
     if not prompts:
         raise ValueError("generate() got an empty list of prompts.")
     responses: list[str] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         seeds = row_seeds(seed, -1, first_row + start, len(chunk))
-        responses += sample(model, tokenizer, chunk, seeds, temperature, max_new_tokens).responses
+        responses += sample(model, tokenizer, chunk, seeds, temperature, max_new_tokens, top_k).responses
     return responses
+
+
+# ------------------------------------------------------------------------------ one step by hand (lab 00's exercises)
+def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    """The distribution a sampler draws the next token from: softmax of logits / T over the k largest logits.
+
+        p_i = exp(z_i / T) / sum_{j in K} exp(z_j / T)   for i in K (the top_k largest logits), else 0
+
+    Shapes: logits (batch, vocab) -> probs (batch, vocab), each row summing to 1.
+    temperature must be > 0: T < 1 sharpens the distribution towards the most likely token (greedy decoding is the
+    limit T -> 0, which is an argmax, not a distribution), T = 1 is the model's own, T > 1 flattens it.
+    top_k None keeps every token; a top_k at or above the vocabulary size keeps every token too (as transformers'
+    TopKLogitsWarper does); logits tied with the k-th largest are kept.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}: dividing by it must keep the order of the "
+                         f"logits. For greedy decoding take logits.argmax(-1) instead of sampling.")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1, or None to keep every token; got {top_k}.")
+    scaled = logits.float() / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[..., -1:]                 # the k-th largest logit of each row
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))         # exp(-inf) = 0: out of the draw
+    return torch.softmax(scaled, dim=-1)
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """One next token per row: the argmax when temperature == 0 (greedy), else one draw from
+    `next_token_distribution(logits, temperature, top_k)` with torch.multinomial and `generator`, so that a seeded
+    generator gives the same tokens every time.
+
+    Shapes: logits (batch, vocab) -> token ids (batch,), int64.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = next_token_distribution(logits, temperature, top_k)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)

@@ -221,3 +221,77 @@ def test_summary_counts_what_check_kept(capsys):
     with pytest.raises(KeyError, match="No exercise called"):
         summary("sft_los")
     OUTCOMES.clear()
+
+
+# ------------------------------------------------------------------------------------------------ build_response_mask
+def mask_loop(prompt_lengths, attention_mask):
+    """Row by row: ones from the end of the prompt to the last real token (the eos), zeros elsewhere."""
+    mask = torch.zeros_like(attention_mask)
+    for b, p in enumerate(prompt_lengths.tolist()):
+        mask[b, p : int(attention_mask[b].sum())] = 1
+    return mask
+
+
+def mask_cumsum(prompt_lengths, attention_mask):
+    """Counting real tokens: a token is in the response when more than prompt_lengths of them reach it."""
+    return ((attention_mask.cumsum(1) > prompt_lengths[:, None]) & (attention_mask == 1)).int()
+
+
+def mask_no_eos(prompt_lengths, attention_mask):
+    mask = mask_loop(prompt_lengths, attention_mask)
+    for b in range(len(mask)):
+        mask[b, int(attention_mask[b].sum()) - 1] = 0
+    return mask
+
+
+def mask_is_attention(prompt_lengths, attention_mask):
+    return attention_mask.clone()
+
+
+def mask_with_padding(prompt_lengths, attention_mask):
+    return (torch.arange(attention_mask.shape[1]) >= prompt_lengths[:, None]).long()
+
+
+def mask_starts_late(prompt_lengths, attention_mask):
+    return (torch.arange(attention_mask.shape[1]) > prompt_lengths[:, None]).long() * attention_mask
+
+
+def mask_starts_early(prompt_lengths, attention_mask):
+    return (torch.arange(attention_mask.shape[1]) >= prompt_lengths[:, None] - 1).long() * attention_mask
+
+
+def mask_shifted(prompt_lengths, attention_mask):
+    return mask_loop(prompt_lengths, attention_mask)[:, 1:]
+
+
+MASK_WRONG = {
+    "The eos is left out": mask_no_eos,
+    "The prompt is included": mask_is_attention,
+    "The padding is included": mask_with_padding,
+    "not >": mask_starts_late,
+    "the last prompt token": mask_starts_early,
+    "The mask is shifted": mask_shifted,
+}
+
+
+@pytest.mark.parametrize("fn", [losses.build_response_mask, mask_loop, mask_cumsum])
+def test_response_mask_reference_and_independent_versions_pass(fn):
+    ok, message = verify("build_response_mask", fn)
+    assert ok, message
+
+
+@pytest.mark.parametrize("hint", list(MASK_WRONG))
+def test_response_mask_mistakes_are_named(hint):
+    ok, message = verify("build_response_mask", MASK_WRONG[hint])
+    assert not ok
+    assert hint in message, message
+
+
+def test_response_mask_catalogue_is_covered_and_matches_the_trainers_mask():
+    assert all(any(key in m.hint for key in MASK_WRONG) for m in EXERCISES["build_response_mask"].mistakes)
+    from rlhf_kit.sft import collate
+    examples = [([5, 6, 7, 8, 9], [0, 0, 1, 1, 1]), ([5, 6, 7], [0, 1, 1]),
+                ([1, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 1, 1, 1])]
+    batch = collate(examples, pad_id=0)
+    mine = losses.build_response_mask(torch.tensor([2, 1, 4]), batch["attention_mask"])
+    assert torch.equal(mine, batch["response_mask"])

@@ -2,28 +2,32 @@
 
     ok, message = verify("sft_loss", my_sft_loss)      # quiet: for tests and tools
     sft_loss = check("sft_loss", my_sft_loss)          # notebook-facing: prints the verdict, returns a function
-    summary("sft_loss", "response_mask")               # a lab's last cell: "Exercises passed: k/n", and which not
+    summary("sft_loss", "build_response_mask")         # a lab's last cell: "Exercises passed: k/n", and which not
 
 `check` returns the learner's function when it passes and the reference implementation otherwise, saying so,
 so the rest of the lab still runs. When the answer is wrong the message names the likely mistake: each
 exercise carries a catalogue of typical wrong implementations, and the learner's output is matched against
 them on the same inputs.
 
-The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sft`,
-`ranking`, `reward`, `ppo`, `hacking`, `dpo`), with the references in `rlhf_kit.losses`, `rlhf_kit.preferences`,
-`rlhf_kit.agreement`, `rlhf_kit.reward`, `rlhf_kit.hacking` and `rlhf_kit.ppo`.
+The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sampling`,
+`sft`, `ranking`, `reward`, `ppo`, `hacking`, `dpo`), with the references in `rlhf_kit.losses`,
+`rlhf_kit.sampling`, `rlhf_kit.preferences`, `rlhf_kit.agreement`, `rlhf_kit.reward`, `rlhf_kit.hacking` and
+`rlhf_kit.ppo`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import checking, dpo, hacking, ppo, ranking, reward, sft
+from . import checking, dpo, hacking, ppo, ranking, reward, sampling, sft
 from .checking import TIME_LIMIT, Exercise
 
 __all__ = ["EXERCISES", "check", "summary", "verify"]
 
 EXERCISES: dict[str, Exercise] = {
+    "next_token_distribution": sampling.NEXT_TOKEN_DISTRIBUTION,
+    "sample_next_token": sampling.SAMPLE_NEXT_TOKEN,
+    "build_response_mask": sft.BUILD_RESPONSE_MASK,
     "sft_loss": sft.SFT_LOSS,
     "bradley_terry_loss": reward.BRADLEY_TERRY_LOSS,
     "rewards_at_last_token": reward.REWARDS_AT_LAST_TOKEN,

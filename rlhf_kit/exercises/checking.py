@@ -112,6 +112,8 @@ def _same_value(a, b) -> bool:
         if a.is_floating_point() or a.is_complex():
             equal |= a.isnan() & b.isnan()
         return bool(equal.all())
+    if isinstance(a, torch.Generator):   # drawing from a generator is what it is for; re-seeding it is a change
+        return isinstance(b, torch.Generator) and a.initial_seed() == b.initial_seed()
     if isinstance(a, (list, tuple)):
         return (type(a) is type(b) and len(a) == len(b)
                 and all(_same_value(x, y) for x, y in zip(a, b)))
@@ -134,7 +136,9 @@ def _changed_input(given: dict, case: Case) -> str | None:
 
 
 def _in_place_message(name: str, where: str, arg: str, value) -> str:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, torch.Generator):
+        fix = f"draw from `{arg}` as it is, without re-seeding it: the caller chose its seed"
+    elif isinstance(value, torch.Tensor):
         fix = (f"build new tensors instead (x = x * mask, not x *= mask, x.zero_() or x[...] = ...), or start "
                f"from a copy, {arg} = {arg}.clone()")
     else:

@@ -1,11 +1,12 @@
-"""Lab 01: the supervised fine-tuning loss (`sft_loss`), its test vectors and mistake catalogue."""
+"""Lab 01: the response mask (`build_response_mask`) and the supervised fine-tuning loss (`sft_loss`), with their
+test vectors and mistake catalogues."""
 
 from __future__ import annotations
 
 import torch
 
 from .. import losses
-from .checking import Case, Exercise, Mistake
+from .checking import Case, Exercise, Mistake, right_mask
 
 
 def _sft_case(batch, seq_len, vocab, prompt_lens, response_lens, seed) -> Case:
@@ -77,4 +78,54 @@ SFT_LOSS = Exercise(
     ],
     mistakes=_SFT_MISTAKES,
     scalar=True,
+)
+
+
+# ------------------------------------------------------------------------------------------------ build_response_mask
+def _mask_case(prompt_lens, lengths, seq_len, what="", expected=None) -> Case:
+    return Case({"prompt_lengths": torch.tensor(prompt_lens), "attention_mask": right_mask(lengths, seq_len)},
+                what or f"prompt lengths {prompt_lens}, row lengths {lengths} (prompt + response + eos) of {seq_len}",
+                expected=expected)
+
+
+def _mask_model(*, start_shift=0, eos=True, padding=False, prompt=False, shift=False):
+    """build_response_mask with one ingredient changed, for the mistake catalogue."""
+    def impl(prompt_lengths, attention_mask):
+        positions = torch.arange(attention_mask.shape[1])[None, :]
+        keep = (positions >= prompt_lengths[:, None] + start_shift) | prompt
+        if not padding:
+            keep = keep & attention_mask.bool()
+        if not eos:
+            keep = keep & (positions < attention_mask.sum(1, keepdim=True) - 1)
+        mask = keep.long()
+        return mask[:, 1:] if shift else mask
+    return impl
+
+
+_MASK_MISTAKES = [
+    Mistake("The eos is left out: the last real token of each row (the end-of-text) belongs to the response, and "
+            "it must be learned, or the model never learns to stop.", _mask_model(eos=False)),
+    Mistake("The prompt is included: the mask must be 0 on the first prompt_lengths[b] tokens of row b, so that "
+            "the loss never trains the model to write instructions.", _mask_model(prompt=True)),
+    Mistake("The padding is included: positions where attention_mask is 0 come after the eos and are not text; "
+            "multiply by (or AND with) the attention mask.", _mask_model(padding=True)),
+    Mistake("Off by one at the start: the first response token of row b sits at position prompt_lengths[b] "
+            "(positions count from 0), so the mask starts there: positions >= prompt_lengths[b], not >.",
+            _mask_model(start_shift=1)),
+    Mistake("Off by one at the start: the last prompt token (position prompt_lengths[b] - 1) is in your mask. "
+            "The response starts at position prompt_lengths[b].", _mask_model(start_shift=-1)),
+    Mistake("The mask is shifted: return it aligned with input_ids, shape (batch, seq_len). sft_loss shifts it "
+            "itself (response_mask[:, 1:]) when it pairs it with the targets.", _mask_model(shift=True)),
+]
+
+BUILD_RESPONSE_MASK = Exercise(
+    reference=losses.build_response_mask,
+    cases=[
+        _mask_case([3], [6], 8, "worked example: a prompt of 3 tokens, then 2 response tokens and the eos, then "
+                   "2 pads -> [0, 0, 0, 1, 1, 1, 0, 0]", expected=torch.tensor([[0, 0, 0, 1, 1, 1, 0, 0]])),
+        _mask_case([2, 4, 1], [7, 5, 9], 9),
+        _mask_case([5, 3, 6, 2], [6, 10, 8, 4], 10, "prompt lengths [5, 3, 6, 2], row lengths [6, 10, 8, 4] of 10 "
+                   "(the first row's response is the eos alone)"),
+    ],
+    mistakes=_MASK_MISTAKES,
 )
