@@ -5,12 +5,12 @@ As in test_exercises_rlhf.py, the wrong implementations are written the way a le
 from the checker's catalogue, so a test fails if the test vectors stop telling a mistake apart.
 """
 
-import inspect
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from exercise_contract import contract
 
 from rlhf_kit import losses
 from rlhf_kit.exercises import EXERCISES, verify
@@ -287,47 +287,11 @@ WRONG = [
 ]
 
 
+CORRECT_DPO = [("sequence_logprobs", seq_loop), ("sequence_logprobs", seq_cross_entropy), ("dpo_loss", dpo_softplus),
+               ("ipo_loss", ipo_correct)]
+
+
 # ------------------------------------------------------------------------------------------------ the tests
-@pytest.mark.parametrize("name", DPO_EXERCISES)
-def test_reference_passes(name):
-    ok, message = verify(name, getattr(losses, name))
-    assert ok, message
-
-
-@pytest.mark.parametrize("name, fn", [("sequence_logprobs", seq_loop), ("sequence_logprobs", seq_cross_entropy),
-                                      ("dpo_loss", dpo_softplus), ("ipo_loss", ipo_correct)],
-                         ids=["seq-loop", "seq-cross-entropy", "dpo-softplus", "ipo-loop"])
-def test_independent_correct_versions_pass(name, fn):
-    ok, message = verify(name, fn)
-    assert ok, message
-
-
-@pytest.mark.parametrize("name, wrong, phrase", WRONG, ids=[f"{n}-{w.__name__}" for n, w, _ in WRONG])
-def test_typical_mistakes_are_named(name, wrong, phrase):
-    ok, message = verify(name, wrong)
-    assert not ok
-    assert phrase in message, message
-
-
-@pytest.mark.parametrize("name", DPO_EXERCISES)
-def test_catalogue_hints_are_all_covered(name):
-    """Every hint in the checker's catalogue is reached by an independent wrong implementation above."""
-    phrases = [phrase for exercise, _, phrase in WRONG if exercise == name]
-    for mistake in EXERCISES[name].mistakes:
-        assert any(phrase in mistake.hint for phrase in phrases), mistake.hint
-
-
-@pytest.mark.parametrize("name", DPO_EXERCISES)
-def test_not_implemented_stub(name):
-    params = inspect.signature(getattr(losses, name)).parameters
-
-    def stub(*args, **kwargs):
-        raise NotImplementedError
-
-    stub.__signature__ = inspect.Signature(list(params.values()))
-    assert verify(name, stub) == (False, f"{name} is not implemented yet.")
-
-
 def test_fixed_worked_examples_agree_with_the_references():
     checked = 0
     for name in DPO_EXERCISES:
@@ -400,3 +364,7 @@ def test_sequence_logprobs_is_what_the_sft_loss_averages():
     total = losses.sequence_logprobs(logits, ids, mask)
     assert total.shape == (1,)
     assert total.item() == pytest.approx(-losses.sft_loss(logits, ids, mask).item() * 4, rel=1e-5)
+
+
+(test_reference_passes, test_independent_correct_versions_pass, test_typical_mistakes_are_named,
+ test_catalogue_hints_are_all_covered, test_not_implemented_stub) = contract(DPO_EXERCISES, WRONG, CORRECT_DPO)

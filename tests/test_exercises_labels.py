@@ -1,12 +1,12 @@
 """The label exercises of labs 02 and 03: `cohens_kappa`, `agreement_with_labels` and `swap_sentiment`. The
 checker accepts the references and independently written correct answers, and names each catalogued mistake."""
 
-import inspect
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from exercise_contract import contract
 
 from rlhf_kit.agreement import agreement_with_labels, cohens_kappa
 from rlhf_kit.exercises import EXERCISES, verify
@@ -181,37 +181,6 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("name, fn", CORRECT, ids=[f"{n}-{f.__name__}" for n, f in CORRECT])
-def test_correct_answers_pass(name, fn):
-    ok, message = verify(name, fn)
-    assert ok, message
-
-
-@pytest.mark.parametrize("name, wrong, phrase", WRONG, ids=[f"{n}-{w.__name__}" for n, w, _ in WRONG])
-def test_typical_mistakes_are_named(name, wrong, phrase):
-    ok, message = verify(name, wrong)
-    assert not ok
-    assert phrase in message, message
-
-
-@pytest.mark.parametrize("name", LABEL_EXERCISES)
-def test_every_hint_is_reached(name):
-    phrases = [phrase for exercise, _, phrase in WRONG if exercise == name]
-    for mistake in EXERCISES[name].mistakes:
-        assert any(phrase in mistake.hint for phrase in phrases), mistake.hint
-
-
-@pytest.mark.parametrize("name", LABEL_EXERCISES)
-def test_stub(name):
-    params = inspect.signature(EXERCISES[name].reference).parameters
-
-    def stub(*args, **kwargs):
-        raise NotImplementedError
-
-    stub.__signature__ = inspect.Signature(list(params.values()))
-    assert verify(name, stub) == (False, f"{name} is not implemented yet.")
-
-
 def test_kappa_without_a_length_check_is_told_to_raise():
     ok, message = verify("cohens_kappa", kappa_no_length_check)
     assert not ok and "different lengths" in message and "ValueError" in message, message
@@ -314,3 +283,7 @@ def test_agreement_by_pair_uses_each_pairs_own_difficulty():
     agreement_by_pair(rows[:1], [True], Labeller(), lambda prompt, r: gold[r],
                       agreement_fn=lambda a, c: calls.append((a, c)) or 0.0)
     assert calls == [(0.9, 1.0), (0.9, 0.9)]
+
+
+(test_reference_passes, test_independent_correct_versions_pass, test_typical_mistakes_are_named,
+ test_catalogue_hints_are_all_covered, test_not_implemented_stub) = contract(LABEL_EXERCISES, WRONG, CORRECT)
