@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from . import losses
 from .configs import DPOConfig
@@ -46,7 +45,7 @@ from .models import check_tokenizer, disable_dropout, load_causal_lm
 from .ppo import rollout_kl
 from .sampling import row_seeds, sample
 from .sft import _context_limit, collate, tokenize_demo
-from .training import adamw, batches, optimizer_step, tail_mean
+from .training import adamw, batches, optimizer_step, run_steps, tail_mean
 from .world import gold_reward, heldout_prompts, load_world
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -245,14 +244,7 @@ class DPOTrainer:
         each; stop early when `should_stop()` returns True (checked before each step). Returns their stats."""
         remaining = self.total_steps - self.step_count
         steps = remaining if steps is None else min(steps, remaining)
-        done = []
-        for _ in tqdm(range(steps), desc="DPO", leave=False):
-            if should_stop is not None and should_stop():
-                break
-            done.append(self.step())
-            if callback is not None:
-                callback(done[-1]["step"], **{k: v for k, v in done[-1].items() if k != "step"})
-        return done
+        return run_steps(self.step, steps, callback, should_stop, desc="DPO")
 
     # ----------------------------------------------------------------------------------------- evaluate
     @torch.no_grad()

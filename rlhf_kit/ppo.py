@@ -42,7 +42,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import losses
 from .configs import PPOConfig
@@ -51,7 +50,7 @@ from .distributed import Distributed
 from .evaluate import score_samples, summarise
 from .models import check_tokenizer, disable_dropout, load_causal_lm
 from .sampling import Rollout, generate, row_seeds, sample
-from .training import adamw, tail_mean
+from .training import adamw, run_steps, tail_mean
 from .value import ValueModel
 from .world import gold_reward, heldout_prompts, load_world, training_prompts
 
@@ -389,14 +388,8 @@ class PPOTrainer:
         trainer contract: a `LiveCurve` plugs in directly); stop early when `should_stop()` returns True (checked
         before each step). Returns the stats of the steps run."""
         steps = self.config.steps if steps is None else steps
-        done = []
-        for _ in tqdm(range(steps), desc="PPO", leave=False, disable=not self.accelerator.is_main_process):
-            if should_stop is not None and should_stop():
-                break
-            done.append(self.step())
-            if callback is not None:
-                callback(done[-1]["step"], **{k: v for k, v in done[-1].items() if k != "step"})
-        return done
+        return run_steps(self.step, steps, callback, should_stop, desc="PPO",
+                         progress=self.accelerator.is_main_process)
 
     @torch.no_grad()
     def evaluate(self, prompts: list[str], temperature: float | None = None, seed: int | None = None) -> dict:

@@ -13,9 +13,10 @@ The contract, for pretraining, SFT, the reward model, PPO and the trainers to co
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
@@ -88,3 +89,18 @@ def trl_cpu_args(config_cls, model, output_dir, steps: int, batch_size: int, lr:
         report_to="none", save_strategy="no", logging_steps=max(1, steps // 10), dataloader_num_workers=0,
         **specific,
     )
+
+
+def run_steps(step: Callable[[], dict], steps: int, callback: Callable | None = None,
+              should_stop: Callable[[], bool] | None = None, desc: str = "", progress: bool = True) -> list[dict]:
+    """The trainers' `train` loop (the trainer contract): call `step()` up to `steps` times, each returning its
+    stats with a "step" key; after each, `callback(step, **the other stats)` (a `LiveCurve` plugs in directly);
+    stop early when `should_stop()` returns True, checked before each step. Returns the stats of the steps run."""
+    done = []
+    for _ in tqdm(range(steps), desc=desc, leave=False, disable=not progress):
+        if should_stop is not None and should_stop():
+            break
+        done.append(step())
+        if callback is not None:
+            callback(done[-1]["step"], **{k: v for k, v in done[-1].items() if k != "step"})
+    return done
