@@ -366,3 +366,49 @@ def build(ws, out_dir: Path, callback: Callable | None = None, extra_stores=(), 
     config = DPOConfig.from_preset(ws.preset, ws.seed, **overrides)
     return {**run_dpo(ws, config, save_dir=out_dir, callback=callback, extra_stores=extra_stores, loss_fn=loss_fn,
                       logprobs_fn=logprobs_fn), "config": asdict(config)}
+
+
+# ------------------------------------------------------------------------------------------- the sweep
+def _recent_mean(values: list[float], k: int) -> float | None:
+    return sum(values[-k:]) / len(values[-k:]) if values else None
+
+
+def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, prompts: list[str] | None = None,
+              extra_stores=(), loss_fn: Callable | None = None, logprobs_fn: Callable = losses.sequence_logprobs,
+              **overrides) -> list[dict]:
+    """One DPO run per beta, each from the SFT policy with the same seed and the same pairs, measured at step 0 and
+    at `n_checkpoints` evenly spaced steps (the last one is the end of the run), on lab 05's axes: the same
+    held-out prompts, `samples_per_prompt` samples of each, at the evaluation temperature, from the same random
+    streams as `hacking.beta_sweep` and `hacking.best_of_n`, so PPO's, best-of-n's and DPO's points are one
+    measurement. Keyword overrides replace DPOConfig fields (e.g. epochs=4, lr=2e-4). Returns one row per
+    (beta, checkpoint):
+
+        {"beta", "step", "epoch": passes over the pairs so far, "kl": KL from the SFT policy in nats per response,
+         "proxy", "gold", "format_rate", "response_length", "implicit_accuracy", "implicit_gold_accuracy": the
+         implicit reward model on the held-out pairs (against the labels, against the gold ordering; 0 at step 0,
+         where every margin is 0), "loss": the mean loss of the (up to) 10 steps before the checkpoint,
+         "chosen_logps", "rejected_logps": the policy's mean on the held-out pairs, "samples"}
+    """
+    prompts = prompts or heldout_prompts(load_world(ws.require("world")))
+    prompts = [p for p in prompts for _ in range(samples_per_prompt)]
+    seed = overrides.pop("seed", ws.seed)
+    rows = []
+    for beta in betas:
+        config = DPOConfig.from_preset(ws.preset, seed, beta=beta, **overrides)
+        trainer = DPOTrainer.from_workspace(ws, config, extra_stores=extra_stores, loss_fn=loss_fn,
+                                            logprobs_fn=logprobs_fn)
+        every = max(1, trainer.total_steps // n_checkpoints)
+        checkpoints = sorted({0, trainer.total_steps, *range(every, trainer.total_steps, every)})
+        for start, stop in zip([0, *checkpoints], checkpoints):
+            if stop > start:
+                trainer.train(stop - start)
+            result = trainer.evaluate(prompts, seed=seed)
+            pairs = trainer.evaluate_pairs(trainer.heldout_pairs)
+            rows.append({"beta": beta, "step": stop, "epoch": stop * config.batch_size / len(trainer.pairs),
+                         "kl": result["kl"], "proxy": result["proxy"], "gold": result["gold"],
+                         "format_rate": result["format_rate"], "response_length": result["response_length"],
+                         "implicit_accuracy": pairs["accuracy"], "implicit_gold_accuracy": pairs["gold_accuracy"],
+                         "loss": _recent_mean([s["loss"] for s in trainer.history], 10),
+                         "chosen_logps": pairs["chosen_logps"], "rejected_logps": pairs["rejected_logps"],
+                         "samples": result["samples"]})
+    return rows

@@ -6,7 +6,7 @@ import pytest
 
 from rlhf_kit.cli import main
 from rlhf_kit.configs import DPOConfig
-from rlhf_kit.dpo import STAT_KEYS, DPOTrainer, check_pairs
+from rlhf_kit.dpo import STAT_KEYS, DPOTrainer, check_pairs, dpo_sweep
 from rlhf_kit.evaluate import score_policy
 from rlhf_kit.models import load_causal_lm
 from rlhf_kit.preferences import PreferenceStore
@@ -171,3 +171,29 @@ def test_cli_dpo_bad_beta_builds_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "DPOConfig.beta must be a finite number > 0" in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_dpo_sweep_measures_on_the_same_samples_as_ppo_s_sweep(micro_rm_ws):
+    """Step 0 of every DPO run is the SFT policy measured exactly as `hacking.beta_sweep` measures it (same prompts,
+    same random streams), so DPO's and PPO's points share lab 05's axes; each run ends at its last step."""
+    from rlhf_kit.hacking import beta_sweep, heldout_prompts
+    from rlhf_kit.ui.plots import overoptimisation_plot
+
+    prompts = heldout_prompts(micro_rm_ws)[:2]
+    dpo = dpo_sweep(micro_rm_ws, [0.1, 0.5], n_checkpoints=1, samples_per_prompt=2, prompts=prompts,
+                    max_new_tokens=8)
+    ppo = beta_sweep(micro_rm_ws, [0.05], steps=1, n_checkpoints=1, prompts=prompts, samples_per_prompt=2,
+                     batch_size=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=8)
+    total = DPOTrainer.from_workspace(micro_rm_ws, DPOConfig.from_preset(micro_rm_ws.preset, 0)).total_steps
+    assert [(row["beta"], row["step"]) for row in dpo] == [(0.1, 0), (0.1, total), (0.5, 0), (0.5, total)]
+    start = dpo[0]
+    assert start["kl"] == 0.0 and start["implicit_accuracy"] == 0.0 and start["loss"] is None
+    assert [s["response"] for s in start["samples"]] == [s["response"] for s in ppo[0]["samples"]]
+    assert start["gold"] == pytest.approx(ppo[0]["gold"]) and len(start["samples"]) == 4
+    assert dpo[1]["epoch"] == pytest.approx(total * micro_rm_ws.preset.dpo_batch_size / len(
+        DPOTrainer.from_workspace(micro_rm_ws).pairs))
+    assert dpo[1]["kl"] > 0 and dpo[1]["loss"] is not None
+
+    plot = overoptimisation_plot(ppo, None, dpo=dpo)
+    proxy_ax, _ = plot.figure.axes
+    assert [line.get_label() for line in proxy_ax.lines] == ["PPO beta = 0.05", "DPO beta = 0.1", "DPO beta = 0.5"]

@@ -68,18 +68,20 @@ def probe_plot(rows: list[dict], title: str = "reward model vs gold, by kind of 
 
 
 def overoptimisation_plot(sweep: list[dict], bon: list[dict] | None = None,
-                          title: str = "optimising the proxy: reward model vs gold") -> Plot:
+                          title: str = "optimising the proxy: reward model vs gold", dpo: list[dict] | None = None,
+                          ) -> Plot:
     """Proxy (left) and gold reward (right) against sqrt(KL from the SFT policy), one line per beta of the
-    sweep (dots at its checkpoints) and best-of-n on the same axes (dashed, labelled by n)."""
+    PPO sweep (dots at its checkpoints), best-of-n on the same axes (dashed, labelled by n) and, given `dpo`
+    (`dpo.dpo_sweep` rows), one dotted line per DPO beta (triangles at its checkpoints)."""
     fig = Figure(figsize=(10, 3.8))
     axes = fig.subplots(1, 2)
     betas = list(dict.fromkeys(row["beta"] for row in sweep))
-    colours = [f"C{i}" for i in range(len(betas))]
     for ax, key, name in zip(axes, ("proxy", "gold"), ("proxy: reward-model score (normalised)", "gold reward")):
-        for beta, colour in zip(betas, colours):
-            run = sorted((row for row in sweep if row["beta"] == beta), key=lambda row: row["step"])
-            ax.plot([math.sqrt(max(row["kl"], 0.0)) for row in run], [row[key] for row in run], "o-",
-                    color=colour, label=f"PPO beta = {beta:g}")
+        for method, rows, style, first in (("PPO", sweep, "o-", 0), ("DPO", dpo or [], "^:", len(betas))):
+            for i, beta in enumerate(dict.fromkeys(row["beta"] for row in rows)):
+                run = sorted((row for row in rows if row["beta"] == beta), key=lambda row: row["step"])
+                ax.plot([math.sqrt(max(row["kl"], 0.0)) for row in run], [row[key] for row in run], style,
+                        color=f"C{first + i}", label=f"{method} beta = {beta:g}")
         if bon:
             ax.plot([math.sqrt(row["kl"]) for row in bon], [row[key] for row in bon], "s--", color="black",
                     label="best-of-n")
