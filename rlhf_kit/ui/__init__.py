@@ -1,14 +1,15 @@
 """Notebook widgets and views: a live training curve, self-check quizzes, sample tables, the preference collector
-(alone, or for a classroom) and the PPO playground.
+(alone, or for a classroom), the PPO playground and the DPO playground.
 
 Each name is imported on first use (PEP 562), so that `from rlhf_kit.ui import quiz` or a classroom page's
-`rlhf_kit.ui.classroom` does not load torch: only the playground, the live curve and the tables need it.
+`rlhf_kit.ui.classroom` does not load torch: only the playgrounds, the live curve and the tables need it.
 """
 
 from importlib import import_module
 
-_WHERE = {"ClassroomCollector": "classroom", "PreferenceCollector": "collector", "LiveCurve": "live",
-          "Playground": "playground", "Question": "quiz", "Quiz": "quiz", "quiz": "quiz",
+_WHERE = {"ClassroomCollector": "classroom", "DPOPlayground": "dpo_playground", "LiveCurve": "live",
+          "PreferenceCollector": "collector", "Playground": "playground", "Question": "quiz", "Quiz": "quiz",
+          "quiz": "quiz",
           "sample_table": "tables", "side_by_side": "tables", "summary_table": "tables"}
 
 __all__ = sorted(_WHERE)

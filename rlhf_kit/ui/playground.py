@@ -89,42 +89,30 @@ def _stops(grid: tuple, value: float) -> list[tuple[str, float]]:
     return [(_num(v), v) for v in sorted({*grid, value})]
 
 
-class Playground:
-    """Sliders (beta, clip epsilon, learning rate, steps, adaptive KL), Run / Stop, a six-panel dashboard that
-    overlays every kept run, the current samples and their tokens coloured by KL or advantage.
+class _PlaygroundBase:
+    """What the PPO and DPO playgrounds share: the kept runs, Run / Stop with a background thread, the status line,
+    and the dashboard shown as PNG bytes. A subclass sets `config_class`, `slider_fields` (each the name of a config
+    field and of the widget attribute holding its value) and `run_class`; in `__init__` calls `_start_runs`, builds
+    a widget per slider field, calls `_build_controls` and builds `widget`; and defines `_train(run, reraise)`, its
+    training loop, and `dashboard_figure()`."""
 
-    base_config: the PPOConfig the sliders start from and every other field is taken from (default: the
-    workspace preset's). losses: the `PPOLosses` every run trains with (default: the kit's; lab 04 passes the
-    learner's own). trainer_factory(ws, config, losses) -> trainer: default `PPOTrainer.from_workspace`.
-    """
+    config_class: type = PPOConfig
+    slider_fields: tuple[str, ...] = SLIDER_FIELDS
+    run_class: type = Run
 
-    def __init__(self, ws, base_config: PPOConfig | None = None, trainer_factory: Callable | None = None,
-                 losses: PPOLosses | None = None):
+    def _start_runs(self, ws, base_config) -> None:
+        """The state every playground starts with (call before building the widgets)."""
         self.ws = ws
-        self.base_config = base_config or PPOConfig.from_preset(ws.preset, ws.seed)
-        self.trainer_factory = trainer_factory or PPOTrainer.from_workspace
-        self.losses = losses or PPOLosses()
+        self.base_config = base_config
         self.runs: list[Run] = []          # kept runs, oldest first (the running one included)
-        self.trainer = None                # the latest run's trainer (its policy, last_batch, evaluate())
+        self.trainer = None                # the latest run's trainer (its policy, evaluate(), ...)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._busy = False
         self._numbers = 0                  # runs started, for their labels
 
-        base = self.base_config
-        self.beta = widgets.SelectionSlider(options=_stops(BETAS, base.beta), value=base.beta,
-                                            description="beta (KL)")
-        self.clip_eps = widgets.FloatSlider(value=base.clip_eps, min=min(0.05, base.clip_eps),
-                                            max=max(0.5, base.clip_eps), step=0.05, description="clip eps")
-        self.lr = widgets.SelectionSlider(options=_stops(LEARNING_RATES, base.lr), value=base.lr,
-                                          description="learning rate")
-        self.steps = widgets.IntSlider(value=base.steps, min=1, max=max(50, 2 * base.steps), description="steps")
-        self.adaptive_kl = widgets.Checkbox(value=base.adaptive_kl, description="adaptive KL", indent=False)
-        self.kl_target = widgets.BoundedFloatText(value=base.kl_target, min=min(0.1, base.kl_target),
-                                                  max=max(100.0, base.kl_target), step=0.5,
-                                                  description="KL target", disabled=not base.adaptive_kl)
-        self.adaptive_kl.observe(lambda change: setattr(self.kl_target, "disabled", not change["new"]),
-                                 names="value")
+    def _build_controls(self) -> None:
+        """The Run, Stop, Clear runs and Reset sliders buttons, the progress bar, the status line, the dashboard."""
         self.run_button = widgets.Button(description="Run", button_style="success", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.clear_button = widgets.Button(description="Clear runs")
@@ -136,44 +124,26 @@ class Playground:
         self.progress = widgets.IntProgress(value=0, min=0, max=1)
         self.status = widgets.HTML("Ready: set the sliders and press Run.")
         self.dashboard = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
-        self.samples = widgets.HTML()
-        self.token_what = widgets.ToggleButtons(options=[("KL", "kl"), ("advantage", "advantage")], value="kl",
-                                                description="colour by")
-        self.token_row = widgets.BoundedIntText(value=0, min=0, max=0, description="sample #")
-        self.tokens = widgets.HTML()
-        for control in (self.token_what, self.token_row):
-            control.observe(lambda change: self._show_tokens(), names="value")
-        self.widget = widgets.VBox([
-            widgets.HBox([widgets.VBox([self.beta, self.clip_eps, self.lr]),
-                          widgets.VBox([self.steps, self.adaptive_kl, self.kl_target])]),
-            widgets.HBox([self.run_button, self.stop_button, self.clear_button, self.reset_button, self.progress]),
-            self.status, self.dashboard, self.samples,
-            widgets.HBox([self.token_what, self.token_row]), self.tokens,
-        ])
-        for w, css in ((self.widget, "rk-playground"), (self.status, "rk-status"), (self.run_button, "rk-run"),
-                       (self.stop_button, "rk-stop"), (self.dashboard, "rk-dashboard"),
-                       *((getattr(self, name), "rk-" + name.replace("_", "-")) for name in SLIDER_FIELDS)):
-            w.add_class(css)                          # CSS classes for the browser test (tests/test_browser.py)
-        self._draw()
 
     # ------------------------------------------------------------------------------------------ settings
     def settings(self) -> dict:
-        """The sliders' values: {beta, clip_eps, lr, steps, adaptive_kl, kl_target}."""
-        return {name: getattr(self, name).value for name in SLIDER_FIELDS}
+        """The sliders' values: {field: value} for each of `slider_fields`."""
+        return {name: getattr(self, name).value for name in self.slider_fields}
 
     def reset_sliders(self) -> None:
         """Put every slider back to the base config's value (the Reset sliders button); kept runs stay."""
-        for name in SLIDER_FIELDS:
+        for name in self.slider_fields:
             getattr(self, name).value = getattr(self.base_config, name)
         self._say("Sliders reset to the preset's settings.")
 
-    def config(self, **overrides) -> PPOConfig:
-        """The base config with the sliders' values, then `overrides` (any PPOConfig field) on top.
+    def config(self, **overrides):
+        """The base config with the sliders' values, then `overrides` (any field of the config) on top.
         Raises ValueError, naming the field, for an unknown field or a bad value."""
-        fields = {f.name for f in dataclasses.fields(PPOConfig)}
+        name = self.config_class.__name__
+        fields = {f.name for f in dataclasses.fields(self.config_class)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
-            raise ValueError(f"PPOConfig has no field {', '.join(map(repr, unknown))}; its fields are "
+            raise ValueError(f"{name} has no field {', '.join(map(repr, unknown))}; its fields are "
                              f"{', '.join(sorted(fields))}.")
         return dataclasses.replace(self.base_config, **{**self.settings(), **overrides})
 
@@ -182,7 +152,7 @@ class Playground:
     def running(self) -> bool:
         return self._busy
 
-    def run(self, blocking: bool = False, **overrides) -> Run | None:
+    def run(self, blocking: bool = False, **overrides):
         """Start a run with the sliders' values and `overrides` (this run only, e.g. beta=0.0, seed=1): a fresh
         trainer from the SFT policy, trained step by step, the dashboard redrawn after each step.
 
@@ -199,10 +169,10 @@ class Playground:
         except ValueError as error:
             self._say(f"Bad setting: {error}", error=True)
             return None
-        settings = {**{name: getattr(config, name) for name in SLIDER_FIELDS},
-                    **{k: v for k, v in overrides.items() if k not in SLIDER_FIELDS}}
+        settings = {**{name: getattr(config, name) for name in self.slider_fields},
+                    **{k: v for k, v in overrides.items() if k not in self.slider_fields}}
         self._numbers += 1
-        run = Run(self._numbers, settings, config)
+        run = self.run_class(self._numbers, settings, config)
         self._stop.clear()
         self._set_busy(True)
         if blocking:
@@ -213,7 +183,7 @@ class Playground:
             self._thread.start()
         return run
 
-    def run_sync(self, **overrides) -> Run | None:
+    def run_sync(self, **overrides):
         """`run(blocking=True, **overrides)`: for nbval and tests."""
         return self.run(blocking=True, **overrides)
 
@@ -235,6 +205,76 @@ class Playground:
         self.runs = [run for run in self.runs if run.status == "running"]
         self._draw()
         self._say("Runs cleared.")
+
+    # ---------------------------------------------------------------------------------------- display
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.run_button.disabled, self.stop_button.disabled, self.clear_button.disabled = busy, not busy, busy
+
+    def _say(self, message: str, error: bool = False) -> None:
+        """The status line (HTML): errors in red."""
+        self.status.value = f"<span style='color:#b00020'>{html.escape(message)}</span>" if error else message
+
+    def _draw(self) -> None:
+        """Redraw the dashboard in place (a new PNG in the Image widget)."""
+        figure = self.dashboard_figure()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80)
+        figure.clear()                                # not registered with pyplot: nothing else holds it
+        self.dashboard.value = buffer.getvalue()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class Playground(_PlaygroundBase):
+    """Sliders (beta, clip epsilon, learning rate, steps, adaptive KL), Run / Stop, a six-panel dashboard that
+    overlays every kept run, the current samples and their tokens coloured by KL or advantage.
+
+    base_config: the PPOConfig the sliders start from and every other field is taken from (default: the
+    workspace preset's). losses: the `PPOLosses` every run trains with (default: the kit's; lab 04 passes the
+    learner's own). trainer_factory(ws, config, losses) -> trainer: default `PPOTrainer.from_workspace`.
+    """
+
+    def __init__(self, ws, base_config: PPOConfig | None = None, trainer_factory: Callable | None = None,
+                 losses: PPOLosses | None = None):
+        self._start_runs(ws, base_config or PPOConfig.from_preset(ws.preset, ws.seed))
+        self.trainer_factory = trainer_factory or PPOTrainer.from_workspace
+        self.losses = losses or PPOLosses()
+        base = self.base_config
+        self.beta = widgets.SelectionSlider(options=_stops(BETAS, base.beta), value=base.beta,
+                                            description="beta (KL)")
+        self.clip_eps = widgets.FloatSlider(value=base.clip_eps, min=min(0.05, base.clip_eps),
+                                            max=max(0.5, base.clip_eps), step=0.05, description="clip eps")
+        self.lr = widgets.SelectionSlider(options=_stops(LEARNING_RATES, base.lr), value=base.lr,
+                                          description="learning rate")
+        self.steps = widgets.IntSlider(value=base.steps, min=1, max=max(50, 2 * base.steps), description="steps")
+        self.adaptive_kl = widgets.Checkbox(value=base.adaptive_kl, description="adaptive KL", indent=False)
+        self.kl_target = widgets.BoundedFloatText(value=base.kl_target, min=min(0.1, base.kl_target),
+                                                  max=max(100.0, base.kl_target), step=0.5,
+                                                  description="KL target", disabled=not base.adaptive_kl)
+        self.adaptive_kl.observe(lambda change: setattr(self.kl_target, "disabled", not change["new"]),
+                                 names="value")
+        self._build_controls()
+        self.samples = widgets.HTML()
+        self.token_what = widgets.ToggleButtons(options=[("KL", "kl"), ("advantage", "advantage")], value="kl",
+                                                description="colour by")
+        self.token_row = widgets.BoundedIntText(value=0, min=0, max=0, description="sample #")
+        self.tokens = widgets.HTML()
+        for control in (self.token_what, self.token_row):
+            control.observe(lambda change: self._show_tokens(), names="value")
+        self.widget = widgets.VBox([
+            widgets.HBox([widgets.VBox([self.beta, self.clip_eps, self.lr]),
+                          widgets.VBox([self.steps, self.adaptive_kl, self.kl_target])]),
+            widgets.HBox([self.run_button, self.stop_button, self.clear_button, self.reset_button, self.progress]),
+            self.status, self.dashboard, self.samples,
+            widgets.HBox([self.token_what, self.token_row]), self.tokens,
+        ])
+        for w, css in ((self.widget, "rk-playground"), (self.status, "rk-status"), (self.run_button, "rk-run"),
+                       (self.stop_button, "rk-stop"), (self.dashboard, "rk-dashboard"),
+                       *((getattr(self, name), "rk-" + name.replace("_", "-")) for name in SLIDER_FIELDS)):
+            w.add_class(css)                          # CSS classes for the browser test (tests/test_browser.py)
+        self._draw()
 
     def _train(self, run: Run, reraise: bool = False) -> None:
         """Build a fresh trainer and train `run.config.steps` steps, or until Stop. The one training loop, used
@@ -271,14 +311,6 @@ class Playground:
             self._set_busy(False)
 
     # ---------------------------------------------------------------------------------------- display
-    def _set_busy(self, busy: bool) -> None:
-        self._busy = busy
-        self.run_button.disabled, self.stop_button.disabled, self.clear_button.disabled = busy, not busy, busy
-
-    def _say(self, message: str, error: bool = False) -> None:
-        """The status line (HTML): errors in red."""
-        self.status.value = f"<span style='color:#b00020'>{html.escape(message)}</span>" if error else message
-
     def _show_step(self, run: Run, seconds: float) -> None:
         """After each step: status line, progress bar, dashboard, samples table and token view."""
         stats, done = run.history[-1], len(run.history)
@@ -294,14 +326,6 @@ class Playground:
     def _show_tokens(self) -> None:
         if self.trainer is not None and self.trainer.last_batch:
             self.tokens.value = self.token_view(self.token_row.value, self.token_what.value).data
-
-    def _draw(self) -> None:
-        """Redraw the dashboard in place (a new PNG in the Image widget)."""
-        figure = self.dashboard_figure()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=80)
-        figure.clear()                                # not registered with pyplot: nothing else holds it
-        self.dashboard.value = buffer.getvalue()
 
     def dashboard_figure(self) -> Figure:
         """Six panels against step (proxy score, gold, KL, clip fraction, entropy, response length), one line
@@ -385,6 +409,3 @@ class Playground:
                 f"{sum(r[key]):+.3f})</small></div>")
         return HTML(f"{head}<div style='white-space:pre-wrap;font-family:monospace;line-height:1.7'>"
                     f"{''.join(spans)}</div>{legend}")
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
