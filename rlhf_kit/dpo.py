@@ -49,6 +49,7 @@ from .training import adamw, batches, optimizer_step, run_steps, tail_mean
 from .world import gold_reward, heldout_prompts, load_world
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+TIE_NATS = 1e-3        # |log-ratio margin| below this is float noise, not a preference (evaluate_pairs)
 LOSSES = {"sigmoid": losses.dpo_loss, "ipo": losses.ipo_loss}
 STAT_KEYS = ("step", "epoch", "loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_logps",
              "rejected_logps", "lr", "seconds")
@@ -256,8 +257,9 @@ class DPOTrainer:
              "margin": mean r(chosen) - r(rejected), "chosen_logps", "rejected_logps": mean policy log-probs,
              "n": pairs}
 
-        (The same measures as `reward.evaluate_pairs` for lab 03's explicit reward model.) Before any training
-        every margin is exactly 0, so accuracy is 0."""
+        (The same measures as `reward.evaluate_pairs` for lab 03's explicit reward model.) A log-ratio margin
+        within TIE_NATS of 0 is a tie and counts as half right: before any training every margin is 0 and both
+        accuracies are 0.5, chance."""
         check_pairs(rows)
         ref = self.reference_logps(rows)
         chosen, rejected = [], []
@@ -269,11 +271,15 @@ class DPOTrainer:
             chosen.append(logps[0::2])
             rejected.append(logps[1::2])
         chosen, rejected = torch.cat(chosen), torch.cat(rejected)
-        margins = self.config.beta * ((chosen - ref["chosen"]) - (rejected - ref["rejected"]))
+        log_ratio_margins = (chosen - ref["chosen"]) - (rejected - ref["rejected"])
+        # A margin within float noise of 0 is a tie, scored as a coin flip: the policy and the reference read the
+        # same text in differently padded batches, so an untrained policy's margins are about 1e-5, not exactly 0.
+        verdicts = torch.where(log_ratio_margins.abs() < TIE_NATS, 0.5, (log_ratio_margins > 0).float()).tolist()
         gold_diffs = [gold_reward(r["prompt"], r["chosen"]) - gold_reward(r["prompt"], r["rejected"]) for r in rows]
-        decided = [(m, g) for m, g in zip(margins.tolist(), gold_diffs) if g != 0]
-        return {"accuracy": (margins > 0).float().mean().item(),
-                "gold_accuracy": sum((m > 0) == (g > 0) for m, g in decided) / max(1, len(decided)),
+        decided = [(v, g) for v, g in zip(verdicts, gold_diffs) if g != 0]
+        margins = self.config.beta * log_ratio_margins
+        return {"accuracy": sum(verdicts) / len(verdicts),
+                "gold_accuracy": sum(v if g > 0 else 1 - v for v, g in decided) / max(1, len(decided)),
                 "margin": margins.mean().item(), "chosen_logps": chosen.mean().item(),
                 "rejected_logps": rejected.mean().item(), "n": len(rows)}
 
@@ -380,8 +386,8 @@ def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, pr
     at `n_checkpoints` evenly spaced steps (the last one is the end of the run), on lab 05's axes: the same
     held-out prompts, `samples_per_prompt` samples of each, at the evaluation temperature, from the same random
     streams as `hacking.beta_sweep` and `hacking.best_of_n`, so PPO's, best-of-n's and DPO's points are one
-    measurement. Keyword overrides replace DPOConfig fields (e.g. epochs=4, lr=2e-4). Returns one row per
-    (beta, checkpoint):
+    measurement. Step 0, the SFT policy whatever beta, is measured once. Keyword overrides replace DPOConfig fields
+    (e.g. epochs=4, lr=2e-4). Returns one row per (beta, checkpoint):
 
         {"beta", "step", "epoch": passes over the pairs so far, "kl": KL from the SFT policy in nats per response,
          "proxy", "gold", "format_rate", "response_length", "implicit_accuracy", "implicit_gold_accuracy": the
@@ -400,6 +406,9 @@ def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, pr
         every = max(1, trainer.total_steps // n_checkpoints)
         checkpoints = sorted({0, trainer.total_steps, *range(every, trainer.total_steps, every)})
         for start, stop in zip([0, *checkpoints], checkpoints):
+            if stop == 0 and rows:          # step 0 is the SFT policy, whatever beta: measured once, for the first
+                rows.append({**rows[0], "beta": beta})
+                continue
             if stop > start:
                 trainer.train(stop - start)
             result = trainer.evaluate(prompts, seed=seed)

@@ -187,12 +187,16 @@ def test_dpo_sweep_measures_on_the_same_samples_as_ppo_s_sweep(micro_rm_ws):
     total = DPOTrainer.from_workspace(micro_rm_ws, DPOConfig.from_preset(micro_rm_ws.preset, 0)).total_steps
     assert [(row["beta"], row["step"]) for row in dpo] == [(0.1, 0), (0.1, total), (0.5, 0), (0.5, total)]
     start = dpo[0]
-    assert start["kl"] == 0.0 and start["implicit_accuracy"] == 0.0 and start["loss"] is None
+    assert start["kl"] == 0.0 and start["loss"] is None
+    assert start["implicit_accuracy"] == start["implicit_gold_accuracy"] == 0.5          # every margin a tie
     assert [s["response"] for s in start["samples"]] == [s["response"] for s in ppo[0]["samples"]]
     assert start["gold"] == pytest.approx(ppo[0]["gold"]) and len(start["samples"]) == 4
     assert dpo[1]["epoch"] == pytest.approx(total * micro_rm_ws.preset.dpo_batch_size / len(
         DPOTrainer.from_workspace(micro_rm_ws).pairs))
     assert dpo[1]["kl"] > 0 and dpo[1]["loss"] is not None
+    alone = dpo_sweep(micro_rm_ws, [0.5], n_checkpoints=1, samples_per_prompt=2, prompts=prompts, max_new_tokens=8)
+    assert {k: v for k, v in alone[0].items() if k != "samples"} == {k: v for k, v in dpo[2].items() if k != "samples"}
+    assert alone[0]["samples"] == dpo[2]["samples"]          # step 0 measured once is step 0 measured again
 
     plot = overoptimisation_plot(ppo, None, dpo=dpo)
     proxy_ax, _ = plot.figure.axes
