@@ -111,7 +111,7 @@ PRESETS: dict[str, Preset] = {
         max_new_tokens=64, eval_temperature=0.7,
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
         ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
-        dpo_beta=0.1, dpo_epochs=2, dpo_batch_size=16, dpo_lr=1e-4,
+        dpo_beta=0.1, dpo_epochs=1, dpo_batch_size=16, dpo_lr=1e-4,     # gold peaked within 1 epoch (README)
     ),
     "lab": Preset(
         name="lab",
@@ -123,7 +123,7 @@ PRESETS: dict[str, Preset] = {
         max_new_tokens=72, eval_temperature=0.7,
         ppo_steps=40, ppo_batch_size=32, ppo_minibatch_size=16, ppo_epochs=2,
         ppo_lr=5e-5, ppo_beta=0.05, ppo_clip_eps=0.2,
-        dpo_beta=0.1, dpo_epochs=2, dpo_batch_size=32, dpo_lr=1e-4,
+        dpo_beta=0.1, dpo_epochs=1, dpo_batch_size=32, dpo_lr=1e-4,     # a 2nd epoch added KL, not gold (README)
     ),
     "gpu": Preset(
         name="gpu",

@@ -512,6 +512,75 @@ QUIZZES: dict[str, list[Question]] = {
              "budget, down while under."),
         ]),
     ],
+    "06": [
+        _q("DPO's loss has no log Z(x), the normaliser of the optimal policy. Why may it be dropped?", 2, [
+            ("Z(x) is close to 1 once the policy is trained",
+             "Z(x) = sum over responses of pi_ref(y|x) exp(r(x,y)/beta) can be any positive number, and training "
+             "does not change it: it belongs to the reward and the reference, not to the policy."),
+            ("The frozen reference model absorbs it",
+             "The reference appears in the log-ratio beta log(pi / pi_ref); Z(x) is a separate term, "
+             "beta log Z(x), added to every implicit reward of instruction x."),
+            ("Both responses answer x, so it cancels",
+             "Bradley-Terry looks only at r(x, y_w) - r(x, y_l). Both rewards carry the same beta log Z(x), so "
+             "the difference, and the loss, never contain it. The toy in section 1 printed that constant."),
+            ("DPO estimates it from each batch",
+             "No estimate is needed, and none is made: Z(x) cancels exactly in the difference of two rewards "
+             "for the same instruction. Estimating it would need a sum over all possible responses."),
+        ]),
+        _q("Before the first update the policy equals the reference. What is DPO's loss on every pair?", 1, [
+            ("0: the model has nothing to correct yet",
+             "Every margin is 0, and -log sigmoid(0) = log 2, not 0. A loss of 0 would need an infinite margin, "
+             "which is exactly why DPO keeps pushing."),
+            ("log 2, about 0.693, whatever beta is",
+             "Every log-ratio is 0, so every margin is 0, and -log sigmoid(0) = log 2. Beta multiplies 0. Both "
+             "the kit's trainer and TRL's start there; section 9 checked it."),
+            ("(1 / (2 beta))^2, the squared target",
+             "That is IPO's first loss, (0 - 1/(2 beta))^2: 25 at beta 0.1. DPO's sigmoid loss starts at log 2."),
+            ("It depends on beta: larger beta, larger loss",
+             "Beta scales the margin, and at the start the margin is 0, so beta changes nothing yet. It sets how "
+             "fast the loss falls once the margin grows."),
+        ]),
+        _q("During DPO training, what typically happens to the log-probability of the chosen responses?", 3, [
+            ("It rises, since the loss rewards them",
+             "The loss rewards the gap between chosen and rejected, not the chosen log-probability itself. Section 6 "
+             "measured it on held-out pairs."),
+            ("It stays put; only the rejected falls",
+             "Nothing holds it in place: the loss sees only the difference of two log-ratios, and both move."),
+            ("It rises as fast as the rejected falls",
+             "That would widen the gap symmetrically, but nothing in the loss asks for symmetry, and the cheapest "
+             "way to widen it is usually to lower both."),
+            ("It falls too, less than the rejected one",
+             "The loss asks only for a wider gap. Lowering both, the rejected faster, widens it while probability "
+             "moves to responses in neither set. TRL logs logps/chosen for this reason."),
+        ]),
+        _q("IPO replaces -log sigmoid(beta h) by (h - 1/(2 beta))^2, h the log-ratio margin. What does it change?", 0, [
+            ("The margin is pulled to a finite target",
+             "Its slope is 0 at h = 1/(2 beta) and positive beyond, so an overshooting margin is pulled back. "
+             "DPO's slope is negative at every h: it never stops asking for more."),
+            ("The reference model is no longer needed",
+             "h is still a difference of log-RATIOS against the reference; only the function of h changed."),
+            ("A larger beta allows a larger margin",
+             "The other way round: the target 1/(2 beta) shrinks as beta grows. As in DPO, a small beta lets the "
+             "policy move further from the reference."),
+            ("Noisily labelled pairs are skipped",
+             "IPO does not detect noisy labels; every pair contributes. What it removes is the reward for "
+             "pushing any pair's margin without end, which noisy labels make costly."),
+        ]),
+        _q("DPO trains no reward model. Can it still over-optimise?", 2, [
+            ("No: with no proxy there is nothing to game",
+             "The implicit reward beta log(pi / pi_ref) is a proxy too, fitted to the same few thousand noisy "
+             "pairs as lab 03's reward model."),
+            ("Only if beta is set to exactly 0",
+             "Beta = 0 is not allowed at all (the derivation divides by it). Over-optimisation shows up at "
+             "ordinary betas, with more training or a smaller beta."),
+            ("Yes: its implicit reward is a proxy too",
+             "Rafailov et al. (2024) found lab 05's picture for DPO and its relatives: KL keeps growing with "
+             "training while gold quality stalls and falls. Section 8 looked for it in your runs."),
+            ("Only when it trains on its own samples",
+             "Offline DPO trains only on the SFT model's pairs and can still push its implicit reward past where "
+             "it tracks the gold reward; sampling from the policy is not what causes it."),
+        ]),
+    ],
 }
 
 
