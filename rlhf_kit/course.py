@@ -102,8 +102,9 @@ def beside_typical(lab: str, figures: dict, preset: str) -> str:
         values = [v for v in known.get(key, []) if isinstance(v, (int, float))]
         line = f"{key}: yours {_show(value)}"
         if values and isinstance(value, (int, float)):
+            seeds = release.get("lab_seeds", {}).get(lab, release["seeds"])
             line += (f" | typically {_show(sum(values) / len(values))} ({_show(min(values))} to "
-                     f"{_show(max(values))} over seeds {', '.join(map(str, release['seeds']))}, {preset} preset)")
+                     f"{_show(max(values))} over seeds {', '.join(map(str, seeds))}, {preset} preset)")
         lines.append(line)
     if not known:
         lines.append(f"(no release figures for the {preset!r} preset to compare with)")

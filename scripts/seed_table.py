@@ -23,35 +23,44 @@ def main(paths: list[str]) -> None:
     if len(presets) != 1:
         raise SystemExit(f"the runs mix presets {sorted(presets)}; give runs of one preset")
     preset = presets.pop()
-    seeds = [run["seed"] for run in runs]
-    labs: dict[str, dict[str, list]] = {}
+    # Runs of the same seed are merged, a later run's lab replacing an earlier one's (e.g. `--labs 06` run after
+    # the whole course), so a lab added later needs only its own runs; a lab without a run for some seed has a
+    # blank cell there, and its typical figures are over the seeds that ran it.
+    by_seed: dict[int, dict[str, dict]] = {}
     for run in runs:
-        for row in run["labs"]:
-            for key, value in row["figures"].items():
-                labs.setdefault(row["lab"], {}).setdefault(key, []).append(value)
-            labs.setdefault(row["lab"], {}).setdefault("minutes", []).append(round(row["seconds"] / 60, 1))
+        by_seed.setdefault(run["seed"], {}).update({row["lab"]: row for row in run["labs"]})
+    seeds = sorted(by_seed)
+    labs: dict[str, dict[str, dict[int, object]]] = {}
+    for seed, rows in by_seed.items():
+        for lab, row in rows.items():
+            figures = {**row["figures"], "minutes": round(row["seconds"] / 60, 1)}
+            for key, value in figures.items():
+                labs.setdefault(lab, {}).setdefault(key, {})[seed] = value
+    lab_seeds = {lab: sorted(seed for seed in seeds if lab in by_seed[seed]) for lab in labs}
     stored = json.loads(TYPICAL_FILE.read_text()) if TYPICAL_FILE.is_file() else {}
-    stored[preset] = {"seeds": seeds, "labs": {lab: {k: v for k, v in figures.items() if k != "minutes"}
-                                               for lab, figures in labs.items()}}
+    stored[preset] = {"seeds": seeds, "lab_seeds": {lab: s for lab, s in lab_seeds.items() if s != seeds},
+                      "labs": {lab: {k: [v[s] for s in sorted(v)] for k, v in figures.items() if k != "minutes"}
+                               for lab, figures in labs.items()}}
     TYPICAL_FILE.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
 
     print("| lab | figure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread |")
     print("|---|---|" + "---|" * (len(seeds) + 2))
     for lab in sorted(labs):
         for key, values in labs[lab].items():
-            numbers = [v for v in values if isinstance(v, (int, float))]
-            cells = " | ".join(_fmt(v) for v in values)
-            if len(numbers) == len(values) == len(seeds):
+            numbers = [v for v in values.values() if isinstance(v, (int, float))]
+            cells = " | ".join(_fmt(values[s]) if s in values else "" for s in seeds)
+            if len(numbers) == len(values) >= 2:
                 mean, spread = sum(numbers) / len(numbers), max(numbers) - min(numbers)
                 print(f"| {lab} | {key} | {cells} | {_fmt(mean)} | {_fmt(spread)} |")
             else:
                 print(f"| {lab} | {key} | {cells} | | |")
-    def outcome(run) -> str:
-        failed = [r["lab"] for r in run["labs"] if not r["passed"]]
+
+    def outcome(rows) -> str:
+        failed = [lab for lab, row in rows.items() if not row["passed"]]
         return "all passed" if not failed else "FAILED " + ", ".join(failed)
 
-    passed = ", ".join(f"seed {run['seed']}: {outcome(run)}" for run in runs)
-    print(f"\n{passed}; total minutes: " + ", ".join(f"{run['seconds'] / 60:.1f}" for run in runs))
+    print("\n" + ", ".join(f"seed {seed}: {outcome(by_seed[seed])}" for seed in seeds) + "; total minutes: "
+          + ", ".join(f"{sum(row['seconds'] for row in by_seed[seed].values()) / 60:.1f}" for seed in seeds))
 
 
 def _fmt(value) -> str:

@@ -1,5 +1,7 @@
 """`rlhf-kit course` and the headline figures the labs record (rlhf_kit.course)."""
 
+import json
+
 import nbformat
 import pytest
 
@@ -88,3 +90,16 @@ def test_cli_course_rejects_bad_arguments_before_running(capsys):
     assert "No notebook for lab(s) 42" in capsys.readouterr().err
     assert main(["course", "--seed", "-1", "--preset", "ci"]) == 2
     assert "--seed must be a whole number" in capsys.readouterr().err
+
+
+def test_beside_typical_names_the_seeds_that_ran_each_lab(tmp_path, monkeypatch):
+    """A lab added after the release runs (its own `--labs` runs, fewer seeds) says over which seeds its typical
+    figures are, not the whole course's."""
+    path = tmp_path / "typical.json"
+    path.write_text(json.dumps({"lab": {"seeds": [0, 1, 2], "lab_seeds": {"06": [1, 2]},
+                                        "labs": {"05": {"gold": [1.0, 2.0, 3.0]}, "06": {"gold": [2.0, 4.0]}}}}))
+    monkeypatch.setattr(course, "TYPICAL_FILE", path)
+    assert course.beside_typical("05", {"gold": 2.5}, "lab") == (
+        "gold: yours 2.5 | typically 2 (1 to 3 over seeds 0, 1, 2, lab preset)")
+    assert course.beside_typical("06", {"gold": 2.5}, "lab") == (
+        "gold: yours 2.5 | typically 3 (2 to 4 over seeds 1, 2, lab preset)")
