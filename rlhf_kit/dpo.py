@@ -155,15 +155,17 @@ class DPOTrainer:
         self.heldout_pairs: list[dict] = []      # from_workspace: the reward model's held-out pairs
 
     @classmethod
-    def from_workspace(cls, ws, config: DPOConfig | None = None, extra_stores=(), **kwargs):
+    def from_workspace(cls, ws, config: DPOConfig | None = None, extra_stores=(), pairs: tuple | None = None,
+                       **kwargs):
         """Policy and reference from the `sft` stage, training pairs from `workspace_pairs` (its held-out pairs
-        kept as `trainer.heldout_pairs`), the `reward` stage's model as `reward_fn` (stages built if missing).
-        kwargs go to the constructor (e.g. `loss_fn=`)."""
+        kept as `trainer.heldout_pairs`) or `pairs`, a (train_rows, heldout_rows) tuple (e.g. a subset of them),
+        the `reward` stage's model as `reward_fn` (stages built if missing). kwargs go to the constructor (e.g.
+        `loss_fn=`)."""
         from .reward import RewardScorer
 
         config = config or DPOConfig.from_preset(ws.preset, ws.seed)
         ws.ensure("reward")
-        train_rows, heldout_rows = workspace_pairs(ws, extra_stores)
+        train_rows, heldout_rows = pairs if pairs is not None else workspace_pairs(ws, extra_stores)
         policy, tokenizer = load_causal_lm(ws.require("sft"))
         kwargs.setdefault("reward_fn", RewardScorer(ws.require("reward"), device=next(policy.parameters()).device))
         trainer = cls(policy, tokenizer, train_rows, config, **kwargs)
@@ -380,19 +382,21 @@ def _recent_mean(values: list[float], k: int) -> float | None:
 
 
 def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, prompts: list[str] | None = None,
-              extra_stores=(), loss_fn: Callable | None = None, logprobs_fn: Callable = losses.sequence_logprobs,
-              **overrides) -> list[dict]:
+              extra_stores=(), pairs: tuple | None = None, loss_fn: Callable | None = None,
+              logprobs_fn: Callable = losses.sequence_logprobs, **overrides) -> list[dict]:
     """One DPO run per beta, each from the SFT policy with the same seed and the same pairs, measured at step 0 and
     at `n_checkpoints` evenly spaced steps (the last one is the end of the run), on lab 05's axes: the same
     held-out prompts, `samples_per_prompt` samples of each, at the evaluation temperature, from the same random
     streams as `hacking.beta_sweep` and `hacking.best_of_n`, so PPO's, best-of-n's and DPO's points are one
-    measurement. Step 0, the SFT policy whatever beta, is measured once. Keyword overrides replace DPOConfig fields
+    measurement. Step 0, the SFT policy whatever beta, is measured once. `pairs`: (train_rows, heldout_rows) to
+    train and measure on instead of `workspace_pairs(ws, extra_stores)`. Keyword overrides replace DPOConfig fields
     (e.g. epochs=4, lr=2e-4). Returns one row per (beta, checkpoint):
 
         {"beta", "step", "epoch": passes over the pairs so far, "kl": KL from the SFT policy in nats per response,
          "proxy", "gold", "format_rate", "response_length", "implicit_accuracy", "implicit_gold_accuracy": the
-         implicit reward model on the held-out pairs (against the labels, against the gold ordering; 0 at step 0,
-         where every margin is 0), "loss": the mean loss of the (up to) 10 steps before the checkpoint,
+         implicit reward model on the held-out pairs (against the labels, against the gold ordering; 0.5 at step 0,
+         where every margin is a tie), "loss", "train_accuracy": the mean loss and batch accuracy of the (up to)
+         10 training steps before the checkpoint (None at step 0),
          "chosen_logps", "rejected_logps": the policy's mean on the held-out pairs, "samples"}
     """
     prompts = prompts or heldout_prompts(load_world(ws.require("world")))
@@ -401,7 +405,7 @@ def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, pr
     rows = []
     for beta in betas:
         config = DPOConfig.from_preset(ws.preset, seed, beta=beta, **overrides)
-        trainer = DPOTrainer.from_workspace(ws, config, extra_stores=extra_stores, loss_fn=loss_fn,
+        trainer = DPOTrainer.from_workspace(ws, config, extra_stores=extra_stores, pairs=pairs, loss_fn=loss_fn,
                                             logprobs_fn=logprobs_fn)
         every = max(1, trainer.total_steps // n_checkpoints)
         checkpoints = sorted({0, trainer.total_steps, *range(every, trainer.total_steps, every)})
@@ -412,12 +416,14 @@ def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, pr
             if stop > start:
                 trainer.train(stop - start)
             result = trainer.evaluate(prompts, seed=seed)
-            pairs = trainer.evaluate_pairs(trainer.heldout_pairs)
+            implicit = trainer.evaluate_pairs(trainer.heldout_pairs)
             rows.append({"beta": beta, "step": stop, "epoch": stop * config.batch_size / len(trainer.pairs),
                          "kl": result["kl"], "proxy": result["proxy"], "gold": result["gold"],
                          "format_rate": result["format_rate"], "response_length": result["response_length"],
-                         "implicit_accuracy": pairs["accuracy"], "implicit_gold_accuracy": pairs["gold_accuracy"],
+                         "implicit_accuracy": implicit["accuracy"],
+                         "implicit_gold_accuracy": implicit["gold_accuracy"],
                          "loss": _recent_mean([s["loss"] for s in trainer.history], 10),
-                         "chosen_logps": pairs["chosen_logps"], "rejected_logps": pairs["rejected_logps"],
+                         "train_accuracy": _recent_mean([s["accuracy"] for s in trainer.history], 10),
+                         "chosen_logps": implicit["chosen_logps"], "rejected_logps": implicit["rejected_logps"],
                          "samples": result["samples"]})
     return rows

@@ -6,7 +6,7 @@ import pytest
 
 from rlhf_kit.cli import main
 from rlhf_kit.configs import DPOConfig
-from rlhf_kit.dpo import STAT_KEYS, DPOTrainer, check_pairs, dpo_sweep
+from rlhf_kit.dpo import STAT_KEYS, DPOTrainer, check_pairs, dpo_sweep, workspace_pairs
 from rlhf_kit.evaluate import score_policy
 from rlhf_kit.models import load_causal_lm
 from rlhf_kit.preferences import PreferenceStore
@@ -185,6 +185,10 @@ def test_dpo_sweep_measures_on_the_same_samples_as_ppo_s_sweep(micro_rm_ws):
     ppo = beta_sweep(micro_rm_ws, [0.05], steps=1, n_checkpoints=1, prompts=prompts, samples_per_prompt=2,
                      batch_size=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=8)
     total = DPOTrainer.from_workspace(micro_rm_ws, DPOConfig.from_preset(micro_rm_ws.preset, 0)).total_steps
+    train, heldout = workspace_pairs(micro_rm_ws)
+    few = dpo_sweep(micro_rm_ws, [0.1], n_checkpoints=1, samples_per_prompt=1, prompts=prompts, max_new_tokens=8,
+                    pairs=(train[:4], heldout[:2]), epochs=2)
+    assert [row["step"] for row in few] == [0, 2] and few[-1]["epoch"] == 2.0    # 4 pairs, 2 epochs, batch 4
     assert [(row["beta"], row["step"]) for row in dpo] == [(0.1, 0), (0.1, total), (0.5, 0), (0.5, total)]
     start = dpo[0]
     assert start["kl"] == 0.0 and start["loss"] is None
@@ -193,7 +197,7 @@ def test_dpo_sweep_measures_on_the_same_samples_as_ppo_s_sweep(micro_rm_ws):
     assert start["gold"] == pytest.approx(ppo[0]["gold"]) and len(start["samples"]) == 4
     assert dpo[1]["epoch"] == pytest.approx(total * micro_rm_ws.preset.dpo_batch_size / len(
         DPOTrainer.from_workspace(micro_rm_ws).pairs))
-    assert dpo[1]["kl"] > 0 and dpo[1]["loss"] is not None
+    assert dpo[1]["kl"] > 0 and dpo[1]["loss"] is not None and 0 <= dpo[1]["train_accuracy"] <= 1
     alone = dpo_sweep(micro_rm_ws, [0.5], n_checkpoints=1, samples_per_prompt=2, prompts=prompts, max_new_tokens=8)
     assert {k: v for k, v in alone[0].items() if k != "samples"} == {k: v for k, v in dpo[2].items() if k != "samples"}
     assert alone[0]["samples"] == dpo[2]["samples"]          # step 0 measured once is step 0 measured again

@@ -3,10 +3,10 @@
 early, the four panels draw the recorded numbers, bad settings land in the status line and lose no kept run."""
 
 import math
-import time
 
 import matplotlib.pyplot as plt
 import pytest
+from threaded_runs import run_then_stop
 
 from rlhf_kit import losses
 from rlhf_kit.configs import DPOConfig
@@ -96,19 +96,10 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_stop_ends_a_threaded_run_early_and_keeps_it_measured(micro_rm_ws):
     pg = DPOPlayground(micro_rm_ws, eval_prompts=2)
     pg.epochs.value = 8
-    pg.run_button.click()                                        # returns at once: the run trains in a thread
-    assert pg.running and pg.run_button.disabled and not pg.stop_button.disabled
-    assert pg.run() is None and "already going" in pg.status.value          # one run at a time
-    deadline = time.monotonic() + 120
-    while not (pg.runs and pg.runs[-1].history) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    pg.stop_button.click()
-    assert pg.wait(timeout=120)
-    run = pg.runs[-1]
-    assert run.status == "stopped" and 1 <= len(run.history) < run.total_steps
+    run = run_then_stop(pg)
+    assert 1 <= len(run.history) < run.total_steps
     assert run.evaluations[0]["step"] == 0 and run.evaluations[-1]["step"] == len(run.history)  # measured at its end
     assert f"stopped after {len(run.history)} of {run.total_steps} steps" in pg.status.value
-    assert not pg.running and not pg.run_button.disabled and pg.stop_button.disabled
 
 
 def test_the_four_panels_draw_every_kept_run(micro_rm_ws):

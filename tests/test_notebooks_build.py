@@ -136,14 +136,14 @@ def test_check_reports_stale_missing_and_extra_without_writing(tmp_path):
 
 def test_every_lab_has_two_checked_exercises_and_the_learner_writes_100_lines():
     """Issue 12's target, counted the way the README's lab table is: at least two checked exercises in every
-    lab, and at least 100 lines of the learner's own code in labs 00-05."""
+    lab (the later ones included), and at least 100 lines of the learner's own code in labs 00-05."""
     from rlhf_kit.notebooks import learner_work
     work = {path.name[:2]: learner_work(nbformat.read(path, as_version=4))
-            for path in sorted((Path(__file__).parent.parent / "solutions").glob("0[0-5]_*.ipynb"))}
-    assert sorted(work) == ["00", "01", "02", "03", "04", "05"]
+            for path in sorted((Path(__file__).parent.parent / "solutions").glob("[0-9][0-9]_*.ipynb"))}
+    assert sorted(work)[:7] == ["00", "01", "02", "03", "04", "05", "06"]
     few = {lab: w["exercises"] for lab, w in work.items() if len(w["exercises"]) < 2}
     assert not few, f"labs with fewer than two checked exercises: {few}"
-    total = sum(w["lines"] for w in work.values())
+    total = sum(w["lines"] for lab, w in work.items() if lab <= "05")
     assert total >= 100, f"the learner writes {total} lines in labs 00-05: {work}"
 
 

@@ -2,10 +2,10 @@
 threaded run early, tokens are coloured one span each, bad settings land in the status line."""
 
 import re
-import time
 
 import matplotlib.pyplot as plt
 import pytest
+from threaded_runs import run_then_stop
 
 from rlhf_kit.ppo import PPOConfig
 from rlhf_kit.ui.playground import PANELS, Playground
@@ -79,18 +79,9 @@ def test_runs_with_different_beta_are_kept_and_overlaid(micro_rm_ws):
 def test_stop_ends_a_threaded_run_early_and_keeps_it(micro_rm_ws):
     pg = Playground(micro_rm_ws, base_config=TINY)
     pg.steps.value = 50
-    pg.run_button.click()                                        # returns at once: the run trains in a thread
-    assert pg.running and pg.run_button.disabled and not pg.stop_button.disabled
-    assert pg.run() is None                                      # one run at a time
-    deadline = time.monotonic() + 120
-    while not (pg.runs and pg.runs[-1].history) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    pg.stop_button.click()
-    assert pg.wait(timeout=120)
-    run = pg.runs[-1]
-    assert run.status == "stopped" and 1 <= len(run.history) < 50
+    run = run_then_stop(pg)
+    assert 1 <= len(run.history) < 50
     assert f"stopped after {len(run.history)} of 50 steps" in pg.status.value
-    assert not pg.running and not pg.run_button.disabled and pg.stop_button.disabled
 
 
 def test_token_view_colours_each_response_token(micro_rm_ws):

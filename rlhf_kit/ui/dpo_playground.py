@@ -134,7 +134,7 @@ class DPOPlayground(_PlaygroundBase):
         """Build a fresh trainer, evaluate it at step 0, train all the steps of its epochs or until Stop, evaluating
         every `eval_every` steps and at the last step. The one training loop, used by both the background thread
         and the blocking path (not `DPOTrainer.train`, whose tqdm bar would land in whichever cell ran last)."""
-        try:
+        with self._run_guard(run, reraise):
             self._say(f"Run {html.escape(run.label)}: building a fresh trainer from the SFT policy...")
             self.trainer = None                       # let the previous run's models go before loading new ones
             self.trainer = DPOTrainer.from_workspace(self.ws, run.config, loss_fn=self.loss_fns.get(run.config.loss),
@@ -158,19 +158,6 @@ class DPOPlayground(_PlaygroundBase):
             run.status = "finished" if len(run.history) == total else "stopped"
             self._say(f"Run {html.escape(run.label)} {run.status} after {len(run.history)} of {total} steps "
                       f"({time.perf_counter() - started:.1f} s). {self._summary(run)}")
-        except ValueError as error:
-            run.status, run.message = "failed", str(error)
-            self._say(f"Run {html.escape(run.label)} failed: {error}", error=True)
-        except BaseException as error:
-            run.status, run.message = "failed", f"{type(error).__name__}: {error}"
-            self._say(f"Run {html.escape(run.label)} failed: {run.message}", error=True)
-            if reraise:
-                raise
-        finally:
-            if not run.history and run in self.runs:
-                self.runs.remove(run)                 # nothing trained: not kept
-            self._draw()
-            self._set_busy(False)
 
     def _evaluate(self, run: DPORun) -> dict:
         """Measure the current trainer's policy, append the result to `run.evaluations` and return it (keys: see

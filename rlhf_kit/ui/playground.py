@@ -19,6 +19,7 @@ capture does not work from a thread. `run(blocking=True)` runs the very same loo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import io
@@ -207,6 +208,30 @@ class _PlaygroundBase:
         self._say("Runs cleared.")
 
     # ---------------------------------------------------------------------------------------- display
+    @contextlib.contextmanager
+    def _run_guard(self, run: Run, reraise: bool, expected: dict | None = None):
+        """How every run ends, whatever happens inside the `with`: an expected error (`expected`: exception class ->
+        the run's status, default {ValueError: "failed"}) or any other is recorded on the run and shown in the
+        status line, the others re-raised when `reraise`; a run that trained no step is not kept; the dashboard is
+        redrawn and the buttons freed."""
+        expected = expected or {ValueError: "failed"}
+        try:
+            yield
+        except tuple(expected) as error:
+            run.status = next(status for kind, status in expected.items() if isinstance(error, kind))
+            run.message = str(error)
+            self._say(f"Run {html.escape(run.label)} {run.status}: {error}", error=True)
+        except BaseException as error:
+            run.status, run.message = "failed", f"{type(error).__name__}: {error}"
+            self._say(f"Run {html.escape(run.label)} failed: {run.message}", error=True)
+            if reraise:
+                raise
+        finally:
+            if not run.history and run in self.runs:
+                self.runs.remove(run)                 # nothing trained: not kept
+            self._draw()
+            self._set_busy(False)
+
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
         self.run_button.disabled, self.stop_button.disabled, self.clear_button.disabled = busy, not busy, busy
@@ -282,7 +307,7 @@ class Playground(_PlaygroundBase):
         displayed from this thread into whichever cell ran last; the widget has its own progress bar.)"""
         steps = run.config.steps
         self.progress.max, self.progress.value = steps, 0
-        try:
+        with self._run_guard(run, reraise, {PPODiverged: "diverged", ValueError: "failed"}):
             code = ", ".join(f"{name}: {who}" for name, who in self.losses.whose().items())
             self._say(f"Run {html.escape(run.label)}: building a fresh trainer from the SFT policy (running "
                       f"{html.escape(code)})...")
@@ -296,19 +321,6 @@ class Playground(_PlaygroundBase):
             run.status = "finished" if len(run.history) == steps else "stopped"
             self._say(f"Run {html.escape(run.label)} {run.status} after {len(run.history)} of {steps} steps "
                       f"({time.perf_counter() - started:.1f} s).")
-        except (ValueError, PPODiverged) as error:
-            run.status, run.message = ("diverged" if isinstance(error, PPODiverged) else "failed"), str(error)
-            self._say(f"Run {html.escape(run.label)} {run.status}: {error}", error=True)
-        except BaseException as error:
-            run.status, run.message = "failed", f"{type(error).__name__}: {error}"
-            self._say(f"Run {html.escape(run.label)} failed: {run.message}", error=True)
-            if reraise:
-                raise
-        finally:
-            if not run.history and run in self.runs:
-                self.runs.remove(run)                 # nothing to draw: not kept
-            self._draw()
-            self._set_busy(False)
 
     # ---------------------------------------------------------------------------------------- display
     def _show_step(self, run: Run, seconds: float) -> None:
