@@ -407,8 +407,8 @@ def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, pr
         config = DPOConfig.from_preset(ws.preset, seed, beta=beta, **overrides)
         trainer = DPOTrainer.from_workspace(ws, config, extra_stores=extra_stores, pairs=pairs, loss_fn=loss_fn,
                                             logprobs_fn=logprobs_fn)
-        every = max(1, trainer.total_steps // n_checkpoints)
-        checkpoints = sorted({0, trainer.total_steps, *range(every, trainer.total_steps, every)})
+        total = trainer.total_steps
+        checkpoints = sorted({0, *(round(total * k / n_checkpoints) for k in range(1, n_checkpoints + 1))})
         for start, stop in zip([0, *checkpoints], checkpoints):
             if stop == 0 and rows:          # step 0 is the SFT policy, whatever beta: measured once, for the first
                 rows.append({**rows[0], "beta": beta})

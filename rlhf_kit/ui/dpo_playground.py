@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import math
-import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,7 +36,7 @@ from .. import losses
 from ..configs import DPO_LOSSES, DPOConfig
 from ..dpo import DPOTrainer
 from ..world import heldout_prompts, load_world
-from .playground import Run, _num, _PlaygroundBase, _stops
+from .playground import Run, _num, _PlaygroundBase, _runs_legend, _stops
 from .tables import _instruction, _table
 
 BETAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)           # about log-spaced; DPOConfig needs beta > 0
@@ -250,10 +249,7 @@ class DPOPlayground(_PlaygroundBase):
             axes[3].plot(kls, [e["proxy"] for e in evaluations], ls="--", marker="o", markersize=3, **style)
         if self.runs:
             axes[0].axhline(0.0, color="black", lw=0.6)
-            handles, labels = axes[0].get_legend_handles_labels()
-            figure.legend(handles, [textwrap.fill(label, 34, subsequent_indent="   ") for label in labels],
-                          loc="upper left", bbox_to_anchor=(1 - 2.75 / width, 1 - 0.5 / height), fontsize=8,
-                          frameon=False)
+            _runs_legend(figure, axes[0], width, height, top=0.5)
         return figure
 
     def sample_table(self, n: int = 4) -> HTML:

@@ -85,6 +85,14 @@ class Run:
         return " ".join(parts)
 
 
+def _runs_legend(figure: Figure, ax, width: float, height: float, top: float) -> None:
+    """One legend entry per run (the labels of `ax`'s lines, wrapped), in the right-hand margin of a dashboard
+    `width` x `height` inches, `top` inches below its top edge."""
+    handles, labels = ax.get_legend_handles_labels()
+    figure.legend(handles, [textwrap.fill(label, 34, subsequent_indent="   ") for label in labels], loc="upper left",
+                  bbox_to_anchor=(1 - 2.75 / width, 1 - top / height), fontsize=8, frameon=False)
+
+
 def _stops(grid: tuple, value: float) -> list[tuple[str, float]]:
     """SelectionSlider options: the grid plus `value` (the base config's), labelled shortly."""
     return [(_num(v), v) for v in sorted({*grid, value})]
@@ -371,10 +379,7 @@ class Playground(_PlaygroundBase):
         for ax in axes[3:]:
             ax.set_xlabel("step", fontsize=8)
         if self.runs:
-            handles, labels = axes[0].get_legend_handles_labels()
-            figure.legend(handles, [textwrap.fill(label, 34, subsequent_indent="   ") for label in labels],
-                          loc="upper left", bbox_to_anchor=(1 - 2.75 / width, 1 - 0.3 / height), fontsize=8,
-                          frameon=False)
+            _runs_legend(figure, axes[0], width, height, top=0.3)
         return figure
 
     def sample_table(self, n: int = 4) -> HTML:
