@@ -42,7 +42,6 @@ def heldout_prompts(ws) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- KL, measured
 @torch.no_grad()
-@torch.no_grad()
 def evaluate_with_kl(trainer: PPOTrainer, prompts: list[str], batch_size: int = 64) -> dict:
     """`PPOTrainer.evaluate` (the same samples: one per prompt, at the evaluation temperature, from the same random
     streams), plus "kl": the mean over those samples of `ppo.rollout_kl` from the trainer's reference (the SFT

@@ -10,6 +10,7 @@ from threaded_runs import run_then_stop
 
 from rlhf_kit import losses
 from rlhf_kit.configs import DPOConfig
+from rlhf_kit.preferences import PreferenceStore
 from rlhf_kit.ui import DPOPlayground
 from rlhf_kit.ui.dpo_playground import PANELS
 from rlhf_kit.world import heldout_prompts, load_world
@@ -81,6 +82,20 @@ def test_eval_every_sets_the_evaluation_points_and_the_learners_functions_are_tr
     pg = DPOPlayground(micro_rm_ws, loss_fn={"ipo": my_dpo_loss}, eval_prompts=2)
     pg.run_sync(loss="ipo")
     assert pg.trainer.loss_fn is my_dpo_loss
+
+
+def test_the_learners_labels_are_trained_on_too(micro_rm_ws, tmp_path):
+    """Like lab 06's sweep (`dpo.workspace_pairs(ws, extra_stores)`), the playground trains on the learner's label
+    files as well as the simulated labeller's pairs."""
+    labels = PreferenceStore(tmp_path / "you.jsonl")
+    prompt = "### Instruction:\nWrite a positive review of a comedy about a dog.\n### Response:\n"
+    labels.record("p1", prompt, "A warm, funny film.", "A dull film.", "A", annotator="you")
+    without = DPOPlayground(micro_rm_ws, eval_prompts=1)
+    without.run_sync()
+    with_labels = DPOPlayground(micro_rm_ws, eval_prompts=1, extra_stores=[labels.path])
+    with_labels.run_sync()
+    assert len(with_labels.trainer.pairs) == len(without.trainer.pairs) + 1
+    assert with_labels.trainer.pairs[-1]["chosen"] == "A warm, funny film."
 
 
 @pytest.mark.parametrize("kwargs, message", [

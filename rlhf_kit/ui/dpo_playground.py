@@ -78,7 +78,8 @@ class DPOPlayground(_PlaygroundBase):
     eval_every: steps between evaluation points (default: about 4 per run, the last step always one).
     eval_prompts: how many held-out prompts each evaluation samples (the first ones, at seed ws.seed).
     base_config: the DPOConfig the sliders start from and every other field is taken from (default: the workspace
-    preset's).
+    preset's). extra_stores: the learner's label files, trained on with the `preferences` stage's pairs (as in
+    `dpo.workspace_pairs`).
     """
 
     config_class = DPOConfig
@@ -86,7 +87,8 @@ class DPOPlayground(_PlaygroundBase):
     run_class = DPORun
 
     def __init__(self, ws, loss_fn: Callable | dict | None = None, logprobs_fn: Callable | None = None,
-                 eval_every: int | None = None, eval_prompts: int = 16, base_config: DPOConfig | None = None):
+                 eval_every: int | None = None, eval_prompts: int = 16, base_config: DPOConfig | None = None,
+                 extra_stores=()):
         for name, value in (("eval_every", eval_every), ("eval_prompts", eval_prompts)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"DPOPlayground({name}=...) must be a whole number >= 1; got {value!r}.")
@@ -98,6 +100,7 @@ class DPOPlayground(_PlaygroundBase):
         self._start_runs(ws, base_config or DPOConfig.from_preset(ws.preset, ws.seed))
         self.loss_fns = loss_fns
         self.logprobs_fn = logprobs_fn or losses.sequence_logprobs
+        self.extra_stores = list(extra_stores)
         self.eval_every, self.eval_prompts = eval_every, eval_prompts
         self._prompts: list[str] | None = None         # read from the world on the first run
         self._drawn = 0.0                              # time.monotonic() of the last redraw after a step
@@ -136,7 +139,8 @@ class DPOPlayground(_PlaygroundBase):
         with self._run_guard(run, reraise):
             self._say(f"Run {html.escape(run.label)}: building a fresh trainer from the SFT policy...")
             self.trainer = None                       # let the previous run's models go before loading new ones
-            self.trainer = DPOTrainer.from_workspace(self.ws, run.config, loss_fn=self.loss_fns.get(run.config.loss),
+            self.trainer = DPOTrainer.from_workspace(self.ws, run.config, extra_stores=self.extra_stores,
+                                                     loss_fn=self.loss_fns.get(run.config.loss),
                                                      logprobs_fn=self.logprobs_fn)
             total = run.total_steps = self.trainer.total_steps
             every = self.eval_every or max(1, math.ceil(total / 4))
