@@ -108,6 +108,11 @@ def workspace_pairs(ws, extra_stores=()) -> tuple[list[dict], list[dict]]:
 
 
 # ------------------------------------------------------------------------------------------- trainer
+def total_steps(config: DPOConfig, n_pairs: int) -> int:
+    """The steps `config.epochs` passes over n_pairs pairs take, config.batch_size pairs a step (at least 1)."""
+    return max(1, math.ceil(config.epochs * n_pairs / config.batch_size))
+
+
 class DPOTrainer:
     """DPO (or IPO) on any Hugging Face causal LM, on the kit's trainer contract: `train()` runs the steps,
     `step()` one, calling `callback(step, **stats)`; `history` holds every step's stats.
@@ -148,7 +153,7 @@ class DPOTrainer:
         ref = self.reference_logps(self.pairs)
         self.ref_chosen, self.ref_rejected = ref["chosen"], ref["rejected"]
         self.optimizer = adamw(self.policy.parameters(), config.lr)
-        self.total_steps = max(1, math.ceil(config.epochs * len(self.pairs) / config.batch_size))
+        self.total_steps = total_steps(config, len(self.pairs))
         self._order = iter(batches(len(self.pairs), config.batch_size, self.total_steps, config.seed))
         self.step_count = 0
         self.history: list[dict] = []

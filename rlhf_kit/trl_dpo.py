@@ -42,7 +42,6 @@ the models and measuring not counted)}.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 import warnings
@@ -50,7 +49,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from .configs import DPOConfig
-from .dpo import PAIR_COLUMNS, DPOTrainer, check_pairs, workspace_pairs
+from .dpo import PAIR_COLUMNS, DPOTrainer, check_pairs, total_steps, workspace_pairs
 from .models import load_causal_lm
 from .sft import _context_limit
 from .training import tail_mean, trl_cpu_args
@@ -98,11 +97,6 @@ def _config(ws, beta=None, epochs=None, lr=None, seed=None, **fields) -> DPOConf
     return DPOConfig.from_preset(ws.preset, ws.seed if seed is None else seed, **overrides, **fields)
 
 
-def _steps(config: DPOConfig, n_pairs: int) -> int:
-    """The kit's step count for `config.epochs` passes over n_pairs (`dpo.DPOTrainer.total_steps`)."""
-    return max(1, math.ceil(config.epochs * n_pairs / config.batch_size))
-
-
 @contextmanager
 def _quiet_trl():
     """Silence what TRL prints that says nothing to a learner: datasets' map progress bars ("Adding EOS to train
@@ -141,7 +135,7 @@ def make_trl_trainer(policy, ref_policy, tokenizer, rows: list[dict], config: DP
 
     check_loss_type(loss_type)
     check_pairs(rows)
-    steps = _steps(config, len(rows))
+    steps = total_steps(config, len(rows))
     args = trl_cpu_args(TRLDPOConfig, policy, output_dir or tempfile.mkdtemp(prefix="trl-dpo-"), steps,
                         config.batch_size, config.lr, config.seed, beta=config.beta, loss_type=[loss_type],
                         max_length=_context_limit(policy, config.max_len), disable_tqdm=True,
