@@ -68,3 +68,54 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "mps (Apple GPU)"
     return f"cpu ({os.cpu_count()} cores)"
+
+
+def _proc_status_kib(key: str) -> int | None:
+    """A `/proc/self/status` field in KiB (Linux), or None where there is no such file."""
+    try:
+        text = open("/proc/self/status").read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+class PeakMemory:
+    """The peak memory a block of code added, in MiB: `with PeakMemory(device) as peak: ...; peak.mib`.
+
+    On a CUDA device: torch's peak allocated memory during the block minus what was allocated at its start. On a
+    CPU under Linux: the process's peak resident memory during the block (VmHWM, reset at the start by writing 5
+    to /proc/self/clear_refs) minus its resident memory at the start, so it counts everything the block held at
+    once (weights of models it loaded, gradients, optimiser state, activations) and nothing held before it.
+    `method` says which; elsewhere (macOS, Windows, MPS) `mib` is None and `method` is "unavailable".
+    """
+
+    def __init__(self, device=None):
+        self.device = torch.device(device or "cpu")
+        self.mib: float | None = None
+        self.method = "unavailable"
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            self.method = "torch.cuda.max_memory_allocated"
+        elif self.device.type == "cpu" and _proc_status_kib("VmRSS") is not None:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                return self
+            self._start = _proc_status_kib("VmRSS") * 1024
+            self.method = "peak resident memory (VmHWM)"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.method.startswith("torch.cuda"):
+            torch.cuda.synchronize(self.device)
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+        elif self.method.startswith("peak resident"):
+            self.mib = (_proc_status_kib("VmHWM") * 1024 - self._start) / 2**20

@@ -1,11 +1,12 @@
 import os
 import random
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from rlhf_kit.device import autocast, autocast_dtype, describe_device, pick_device, seed_everything
+from rlhf_kit.device import PeakMemory, autocast, autocast_dtype, describe_device, pick_device, seed_everything
 
 
 def test_cpu_here_and_forcing(monkeypatch):
@@ -35,3 +36,19 @@ def test_seed_everything_repeats():
 
 def test_describe():
     assert describe_device(torch.device("cpu")) == f"cpu ({os.cpu_count()} cores)"
+
+
+def test_peak_memory_counts_what_the_block_held_at_once_and_not_what_came_before():
+    before = torch.ones(64 * 2**20 // 4)        # 64 MiB held before the block: not counted
+    with PeakMemory("cpu") as peak:
+        block = torch.ones(128 * 2**20 // 4)    # 128 MiB, freed inside the block: still its peak
+        del block
+    del before
+    if not sys.platform.startswith("linux"):
+        assert peak.mib is None and peak.method == "unavailable"
+        return
+    assert peak.method == "peak resident memory (VmHWM)"
+    assert 120 < peak.mib < 180, peak.mib
+    with PeakMemory("cpu") as small:
+        torch.ones(1024)
+    assert small.mib < 20, small.mib
