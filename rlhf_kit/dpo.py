@@ -40,10 +40,8 @@ import torch
 from . import losses
 from .configs import DPOConfig
 from .device import autocast, seed_everything
-from .evaluate import score_samples, summarise
+from .evaluate import score_with_kl
 from .models import check_tokenizer, disable_dropout, load_causal_lm
-from .ppo import rollout_kl
-from .sampling import row_seeds, sample
 from .sft import _context_limit, collate, tokenize_demo
 from .training import adamw, batches, optimizer_step, run_steps, tail_mean
 from .world import gold_reward, heldout_prompts, load_world
@@ -297,19 +295,10 @@ class DPOTrainer:
         plus "kl": KL(pi || pi_ref) per response in nats, the mean over the samples of sum_t log pi(y_t) -
         log pi_ref(y_t), both at the evaluation temperature (0 while pi = pi_ref), and "response_length": the
         mean number of response tokens, eos included."""
-        if not prompts:
-            raise ValueError("evaluate() got an empty list of prompts.")
         cfg = self.config
-        seed = cfg.seed if seed is None else seed
-        rows, kls, lengths = [], [], []
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start:start + batch_size])
-            rollout = sample(self.policy, self.tokenizer, chunk, row_seeds(seed, -1, start, len(chunk)),
-                             cfg.eval_temperature, cfg.max_new_tokens)
-            kls += rollout_kl(self.policy, self.ref_policy, rollout, cfg.eval_temperature).tolist()
-            lengths += rollout.mask.sum(1).tolist()
-            rows += score_samples(chunk, rollout.responses, self.reward_fn, self.gold_fn)
-        return {**summarise(rows), "kl": sum(kls) / len(kls), "response_length": sum(lengths) / len(lengths)}
+        return score_with_kl(self.policy, self.ref_policy, self.tokenizer, prompts, self.reward_fn,
+                             cfg.max_new_tokens, cfg.eval_temperature, cfg.seed if seed is None else seed,
+                             self.gold_fn, batch_size)
 
     def save(self, directory) -> Path:
         """The policy and tokenizer (`save_pretrained`), and dpo.json: the config and the history."""

@@ -59,3 +59,29 @@ def on_heldout(ws, models: dict, tokenizer, reward_fn: Callable | None = None) -
     prompts = heldout_prompts(load_world(ws.require("world")))
     return compare(models, tokenizer, prompts, ws.preset.max_new_tokens, ws.preset.eval_temperature, ws.seed,
                    reward_fn)
+
+
+def score_with_kl(policy, ref_policy, tokenizer, prompts: list[str], reward_fn: Callable | None, max_new_tokens: int,
+                  temperature: float, seed: int, gold_fn: Callable | None = gold_reward, batch_size: int = 64) -> dict:
+    """`summarise` of one sample per prompt from `policy` at `temperature` (> 0), from the random streams of
+    `sampling.generate` with `seed` (row i's stream depends on seed and i only, so two policies measured with the
+    same seed differ only by the policy), plus "kl": the mean over those samples of `ppo.rollout_kl` from
+    `ref_policy` (nats per response, both at `temperature`), and "response_length": the mean number of response
+    tokens, eos included. Each sample row gets its own "kl". The measurement of labs 05-07 (PPO checkpoints,
+    DPO, GRPO and TRL's trainers alike)."""
+    from .ppo import rollout_kl
+    from .sampling import row_seeds, sample
+
+    if not prompts:
+        raise ValueError("score_with_kl() got an empty list of prompts.")
+    rows, kls, lengths = [], [], []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        rollout = sample(policy, tokenizer, chunk, row_seeds(seed, -1, start, len(chunk)), temperature,
+                         max_new_tokens)
+        kls += rollout_kl(policy, ref_policy, rollout, temperature).tolist()
+        lengths += rollout.mask.sum(1).tolist()
+        rows += score_samples(chunk, rollout.responses, reward_fn, gold_fn)
+    for row, kl in zip(rows, kls):
+        row["kl"] = kl
+    return {**summarise(rows), "kl": sum(kls) / len(kls), "response_length": sum(lengths) / len(lengths)}

@@ -25,11 +25,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import world
-from .evaluate import score_samples, summarise
+from .evaluate import score_samples, score_with_kl
 from .models import load_causal_lm
 from .ppo import PPOConfig, PPOTrainer, adaptive_kl_update, rollout_kl  # noqa: F401
 from .reward import RewardScorer
-from .sampling import generate, row_seeds, sample
+from .sampling import generate
 from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, load_world, parse_prompt, words
 
 TERMS = ("sentiment", "topic", "ending", "length", "repetition", "new_block")
@@ -48,16 +48,9 @@ def evaluate_with_kl(trainer: PPOTrainer, prompts: list[str], batch_size: int = 
     policy), so every point of the sweep is measured on the held-out prompts at the evaluation temperature.
     One process (a notebook); each sample row gets its own "kl" too."""
     cfg = trainer.config
-    policy, rows, kls = trainer.unwrapped_policy, [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start:start + batch_size])
-        rollout = sample(policy, trainer.tokenizer, chunk, row_seeds(cfg.seed, -1, start, len(chunk)),
-                         cfg.eval_temperature, cfg.max_new_tokens)
-        kls += rollout_kl(policy, trainer.ref_policy, rollout, cfg.eval_temperature).tolist()
-        rows += score_samples(chunk, rollout.responses, lambda p, r: trainer._proxy(p, r).tolist(), trainer.gold_fn)
-    for row, kl in zip(rows, kls):
-        row["kl"] = kl
-    return {**summarise(rows), "kl": sum(kls) / len(kls)}
+    return score_with_kl(trainer.unwrapped_policy, trainer.ref_policy, trainer.tokenizer, prompts,
+                         lambda p, r: trainer._proxy(p, r).tolist(), cfg.max_new_tokens, cfg.eval_temperature,
+                         cfg.seed, trainer.gold_fn, batch_size)
 
 
 # ------------------------------------------------------------------------------------------- beta sweep
