@@ -67,11 +67,14 @@ class RewardConfig:
 
 
 # ----------------------------------------------------------------------------------------------------- PPO
+ESTIMATORS = ("gae", "grpo", "rloo")   # PPOConfig.estimator: PPO's GAE with a value model, or a group baseline
+
+
 @dataclass
 class PPOConfig:
     steps: int = 40                  # PPO steps (one rollout + its updates each) that `train()` runs
-    batch_size: int = 32             # prompts per step, over all processes
-    minibatch_size: int = 16         # prompts per gradient update, over all processes
+    batch_size: int = 32             # responses per step, over all processes (prompts x group_size)
+    minibatch_size: int = 16         # responses per gradient update, over all processes
     ppo_epochs: int = 2              # passes over each batch
     lr: float = 5e-5                 # AdamW learning rate of the policy and the value model (constant)
     beta: float = 0.05               # KL coefficient (the starting value when adaptive_kl); 0 turns the penalty off
@@ -91,8 +94,18 @@ class PPOConfig:
     no_eos_penalty: float | None = -1.0  # score (normalised units) of a response with no eos; None: keep its score
     eval_temperature: float = 0.7    # sampling temperature of `evaluate()`; 0 is greedy
     seed: int = 0                    # prompt order, sampling and minibatch shuffling
+    # --- critic-free RL (lab 07): the same trainer with another advantage estimator
+    estimator: str = "gae"           # "gae": PPO, a value model and GAE; "grpo": reward minus its group's mean
+    #                                  (over its std when group_std); "rloo": minus the mean of the group's others
+    group_size: int = 1              # responses per prompt in a batch, laid out consecutively (grpo/rloo: >= 2)
+    group_std: bool = True           # grpo: divide by the group's reward std (False: Dr. GRPO)
+    kl_in: str | None = None         # where beta's KL goes: "reward" (-beta KL in the reward: PPO, RLOO) or
+    #                                  "loss" (+beta x the k3 KL per token in the loss: GRPO); None: the estimator's
 
     def __post_init__(self):
+        if self.kl_in is None:
+            self.kl_in = "loss" if self.estimator == "grpo" else "reward"
+
         def require(ok: bool, message: str):
             if not ok:
                 raise ValueError(message)
@@ -115,6 +128,18 @@ class PPOConfig:
                                                    f"got {self.kl_estimator!r}.")
         require(self.no_eos_penalty is None or math.isfinite(self.no_eos_penalty),
                 f"PPOConfig.no_eos_penalty must be a finite number or None; got {self.no_eos_penalty}.")
+        require(self.estimator in ESTIMATORS, f"PPOConfig.estimator must be one of {', '.join(ESTIMATORS)} "
+                                              f"(gae: PPO with a value model); got {self.estimator!r}.")
+        require(self.kl_in in ("reward", "loss"), f"PPOConfig.kl_in must be 'reward' or 'loss'; got {self.kl_in!r}.")
+        require(not isinstance(self.group_size, bool) and isinstance(self.group_size, int) and self.group_size >= 1,
+                f"PPOConfig.group_size must be a whole number >= 1; got {self.group_size!r}.")
+        require(self.estimator == "gae" or self.group_size >= 2,
+                f"PPOConfig.group_size={self.group_size} with estimator={self.estimator!r}: a group-relative "
+                f"advantage compares each response with the other responses to its prompt, so it needs "
+                f"group_size >= 2 (e.g. group_size=4).")
+        require(self.batch_size % self.group_size == 0,
+                f"PPOConfig.group_size={self.group_size} must divide batch_size={self.batch_size}: a batch holds "
+                f"batch_size // group_size prompts, group_size responses each (e.g. batch_size=32, group_size=4).")
 
     @classmethod
     def from_preset(cls, preset, seed: int = 0, **overrides) -> "PPOConfig":

@@ -297,6 +297,68 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return 0.5 * _masked_mean(worst, mask)
 
 
+# ------------------------------------------------------------------------------------------------ GRPO and RLOO
+def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """rewards (n,) -> (n // group_size, group_size): row g holds group g's samples, which lie consecutively."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size must be a whole number >= 2 (a group needs other samples of its prompt to "
+                         f"compare with); got {group_size!r}.")
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be one score per sample, shape (n,), with n a multiple of group_size "
+                         f"{group_size} (each prompt's {group_size} samples consecutively); got shape "
+                         f"{tuple(rewards.shape)}.")
+    return rewards.reshape(-1, group_size)
+
+
+def group_relative_advantages(rewards: torch.Tensor, group_size: int, normalize_std: bool = True,
+                              eps: float = 1e-6) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GRPO's advantages (Shao et al. 2024): each sample's reward against the other samples of its own prompt.
+
+        groups: rewards laid out prompt by prompt, group_size samples each: [p0 p0 p0 p0 p1 p1 p1 p1 ...]
+        A_i = (r_i - mean_group(r)) / (std_group(r) + eps)     normalize_std=True  (GRPO)
+        A_i =  r_i - mean_group(r)                             normalize_std=False (Dr. GRPO, Liu et al. 2025)
+
+    std is the sample standard deviation (divisor group_size - 1, torch's default, as TRL's GRPOTrainer). A group
+    whose samples all scored the same has A = 0 for each, and eps keeps the division finite. Dividing by the std
+    gives a prompt whose samples barely differ (too easy or too hard: all near the same score) the same weight as
+    one with a real spread; Dr. GRPO's point is that this biases the update towards such prompts, so it drops it.
+    Each group's advantages sum to zero either way.
+
+    Worked example: rewards [1, 2, 3, 6, 0, 0], group_size 3: group means 2 and 2, stds 1 and 3.464;
+    A = [-1, 0, 1, 1.1547, -0.5774, -0.5774] (normalize_std) or [-1, 0, 1, 4, -2, -2] (without).
+
+    Shapes: rewards (n,) -> advantages (n,); stats {"group_mean": (n / group_size,), "group_std": (same),
+    "zero_std_groups": the share of groups whose rewards are all equal (a 0-dim tensor)}: their samples get no
+    gradient. Raises ValueError for group_size < 2 or n not a multiple of it.
+    """
+    groups = _groups(rewards, group_size)
+    mean, std = groups.mean(1, keepdim=True), groups.std(1, keepdim=True)
+    centred = groups - mean
+    advantages = centred / (std + eps) if normalize_std else centred
+    stats = {"group_mean": mean.squeeze(1).detach(), "group_std": std.squeeze(1).detach(),
+             "zero_std_groups": (groups == groups[:, :1]).all(1).to(rewards.dtype).mean().detach()}
+    return advantages.reshape(-1), stats
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out advantages (Kool et al. 2019; Ahmadian et al. 2024): each sample's reward minus
+    the mean reward of the *other* group_size - 1 samples of its prompt.
+
+        A_i = r_i - (sum_group(r) - r_i) / (group_size - 1)  =  group_size / (group_size - 1) * (r_i - mean_group(r))
+
+    The baseline never contains r_i itself, so it is independent of sample i and the gradient estimate is
+    unbiased; the plain group mean contains r_i and shrinks each advantage by (group_size - 1) / group_size.
+    Groups are laid out as in `group_relative_advantages`; each group's advantages sum to zero.
+
+    Worked example: rewards [1, 2, 3, 6, 0, 0], group_size 3: A = [-1.5, 0, 1.5, 6, -3, -3].
+
+    Shapes: rewards (n,) -> (n,). Raises ValueError for group_size < 2 or n not a multiple of it.
+    """
+    groups = _groups(rewards, group_size)
+    others = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others).reshape(-1)
+
+
 # ------------------------------------------------------------------------------------------------ DPO and IPO
 def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """The summed log-probability of each sequence's response tokens, log pi(y | x), the quantity DPO compares.

@@ -55,8 +55,8 @@ from .value import ValueModel
 from .world import gold_reward, heldout_prompts, load_world, training_prompts
 
 STAT_KEYS = ("step", "proxy", "gold", "kl", "kl_k1", "kl_k3", "beta", "entropy", "clip_fraction", "approx_kl",
-             "policy_loss", "value_loss", "explained_variance", "response_length", "eos_rate",
-             "first_ratio_max_abs_dev", "seconds", "samples")
+             "policy_loss", "value_loss", "kl_loss", "explained_variance", "response_length", "eos_rate",
+             "zero_std_groups", "first_ratio_max_abs_dev", "seconds", "samples")
 
 
 class PPODiverged(RuntimeError):
@@ -99,14 +99,21 @@ def make_accelerator():
     return Accelerator(cpu=pick_device().type == "cpu")
 
 
+LOSS_FUNCTIONS = ("kl_penalized_rewards", "gae", "ppo_policy_loss", "value_loss", "group_relative_advantages",
+                  "rloo_advantages")
+
+
 @dataclass
 class PPOLosses:
-    """The four functions PPO is made of. The reference ones by default; lab 04 passes the learner's own, e.g.
-    `PPOLosses(gae=my_gae, ppo_policy_loss=my_policy_loss)`, with the signatures of `rlhf_kit.losses`."""
+    """The functions PPO, GRPO and RLOO are made of. The reference ones by default; labs 04 and 07 pass the
+    learner's own, e.g. `PPOLosses(gae=my_gae, ppo_policy_loss=my_policy_loss)`, with the signatures of
+    `rlhf_kit.losses`. Which ones a run calls depends on its estimator (GRPO calls no `gae` and no `value_loss`)."""
     kl_penalized_rewards: Callable = losses.kl_penalized_rewards
     gae: Callable = losses.gae
     ppo_policy_loss: Callable = losses.ppo_policy_loss
     value_loss: Callable = losses.value_loss
+    group_relative_advantages: Callable = losses.group_relative_advantages
+    rloo_advantages: Callable = losses.rloo_advantages
 
     def whose(self) -> dict[str, str]:
         """{function name: "the kit's" or "yours (<module>)"}: which code this trainer runs."""
@@ -115,18 +122,22 @@ class PPOLosses:
             return "yours" if module in (None, "__main__") else f"yours ({module})"
 
         return {name: "the kit's" if getattr(self, name) is getattr(losses, name) else who(getattr(self, name))
-                for name in ("kl_penalized_rewards", "gae", "ppo_policy_loss", "value_loss")}
+                for name in LOSS_FUNCTIONS}
 
 
 class PPOTrainer:
-    """PPO on any Hugging Face causal LM. `train()` runs steps, `step()` one; `history` holds every step's stats
-    and `last_batch` the last batch per token (for colouring tokens by KL or advantage).
+    """PPO on any Hugging Face causal LM, and with `config.estimator` "grpo" or "rloo" the critic-free GRPO and
+    RLOO: the same rollout, scoring, log-probs, clipped update and bookkeeping, with each response's advantage
+    taken from the other responses to its prompt (`config.group_size` of them, consecutive in the batch) instead of
+    a value model, which they neither build nor train. `train()` runs steps, `step()` one; `history` holds every
+    step's stats and `last_batch` the last batch per token (for colouring tokens by KL or advantage).
 
         trainer = PPOTrainer.from_workspace(ws, PPOConfig.from_preset(ws.preset, beta=0.05))
         trainer.train(callback=lambda step, **stats: print(step, stats["gold"], stats["kl"]))
 
     `reward_fn(prompts, responses) -> (n,)` scores text (e.g. `reward.RewardScorer`); `gold_fn(prompt, response)`
-    is recorded only (None: skip). `value_model` defaults to `ValueModel.from_policy(policy)`, `ref_policy` to a
+    is recorded only (None: skip). `value_model` (PPO only) defaults to `ValueModel.from_policy(policy)`,
+    `ref_policy` to a
     frozen copy of the policy as it is now; `losses` to the reference functions of `rlhf_kit.losses`.
     """
 
@@ -151,9 +162,13 @@ class PPOTrainer:
                 disable_dropout(model)
         check_tokenizer(tokenizer, model=policy)
         self.ref_policy = (ref_policy or copy.deepcopy(policy)).to(device).eval().requires_grad_(False)
-        value_model = value_model or ValueModel.from_policy(policy)
-        optimizer = adamw([*policy.parameters(), *value_model.parameters()], config.lr)
-        self.policy, self.value_model, self.optimizer = self.accelerator.prepare(policy, value_model, optimizer)
+        if config.estimator == "gae":
+            value_model = value_model or ValueModel.from_policy(policy)
+            optimizer = adamw([*policy.parameters(), *value_model.parameters()], config.lr)
+            self.policy, self.value_model, self.optimizer = self.accelerator.prepare(policy, value_model, optimizer)
+        else:                                     # GRPO, RLOO: no critic
+            self.policy, self.optimizer = self.accelerator.prepare(policy, adamw(policy.parameters(), config.lr))
+            self.value_model = None
         self.kl_controller = AdaptiveKLController(config.beta, config.kl_target, config.kl_horizon) \
             if config.adaptive_kl else None
         self.beta = config.beta
@@ -166,8 +181,8 @@ class PPOTrainer:
 
     @classmethod
     def from_workspace(cls, ws, config: PPOConfig | None = None, reward_fn: Callable | None = None, **kwargs):
-        """Policy and reference from the `sft` stage, reward and value model from the `reward` stage (built if
-        missing), prompts from the world's demonstrations. kwargs go to the constructor (e.g. `losses=`)."""
+        """Policy and reference from the `sft` stage, reward and (PPO only) value model from the `reward` stage
+        (built if missing), prompts from the world's demonstrations. kwargs go to the constructor (e.g. `losses=`)."""
         from .reward import RewardScorer
 
         config = config or PPOConfig.from_preset(ws.preset, ws.seed)
@@ -177,7 +192,8 @@ class PPOTrainer:
         accelerator.wait_for_everyone()
         policy, tokenizer = load_causal_lm(ws.require("sft"), device=accelerator.device)
         reward_fn = reward_fn or RewardScorer(ws.require("reward"), device=accelerator.device)
-        value_model = ValueModel.from_reward_model(ws.require("reward"), tokenizer)
+        value_model = ValueModel.from_reward_model(ws.require("reward"), tokenizer) \
+            if config.estimator == "gae" else None
         prompts = training_prompts(load_world(ws.require("world")))
         return cls(policy, tokenizer, prompts, reward_fn, config, value_model=value_model,
                    accelerator=accelerator, **kwargs)
@@ -242,7 +258,7 @@ class PPOTrainer:
         cfg, device = self.config, self.accelerator.device
         old = {key: torch.zeros(batch.mask.shape, device=device) for key in ("logprobs", "ref_logprobs", "values",
                                                                             "entropy")}
-        value_model = self.accelerator.unwrap_model(self.value_model)
+        value_model = self.accelerator.unwrap_model(self.value_model) if self.value_model is not None else None
         with autocast(device):
             for idx in minibatches:
                 rows, tokens = batch.rows(idx), batch.response_ids[idx]
@@ -251,46 +267,71 @@ class PPOTrainer:
                 old["entropy"][idx] = -(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1)
                 ref = response_logits(self.ref_policy, rows, batch.prompt_len, cfg.temperature)
                 old["ref_logprobs"][idx] = token_logprobs(ref, tokens)
-                old["values"][idx] = value_model(**rows)[:, batch.prompt_len - 1:-1].float()
+                if value_model is not None:
+                    old["values"][idx] = value_model(**rows)[:, batch.prompt_len - 1:-1].float()
         return old
 
     def _advantages(self, batch: Rollout, scores, old) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """4. (kl per token, advantages, returns): rewards = -beta * KL_t + score on the eos, then GAE; advantages
-        whitened over the whole batch's response tokens."""
+        """4. (kl per token, advantages, returns), each (b, R). With kl_in "reward", beta's KL is in the reward
+        (with kl_in "loss" it is added to the loss in `_update` instead).
+        PPO ("gae"): rewards = -beta * KL_t + score on the eos, then GAE; advantages whitened over the whole
+        batch's response tokens. GRPO and RLOO: each response's reward, score - beta * sum_t KL_t, against the
+        other responses to its prompt (`group_relative_advantages` or `rloo_advantages`, over the whole batch, all
+        processes), the same advantage on each of its tokens; returns are zeros (there is no value model)."""
         cfg, fns = self.config, self.losses
         kl = losses.kl_estimate(old["logprobs"], old["ref_logprobs"], cfg.kl_estimator) * batch.mask
-        rewards = fns.kl_penalized_rewards(scores, old["logprobs"], old["ref_logprobs"], batch.mask, self.beta,
-                                           cfg.kl_estimator)
-        advantages, returns = fns.gae(rewards, old["values"], batch.mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            mean, var = self.dist.masked_moments(advantages, batch.mask)
-            advantages = (advantages - mean) / (var.sqrt() + 1e-8) * batch.mask
-        return kl, advantages, returns
+        beta = self.beta if cfg.kl_in == "reward" else 0.0
+        if cfg.estimator == "gae":
+            rewards = fns.kl_penalized_rewards(scores, old["logprobs"], old["ref_logprobs"], batch.mask, beta,
+                                               cfg.kl_estimator)
+            advantages, returns = fns.gae(rewards, old["values"], batch.mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                mean, var = self.dist.masked_moments(advantages, batch.mask)
+                advantages = (advantages - mean) / (var.sqrt() + 1e-8) * batch.mask
+            self._zero_std_groups = float("nan")
+            return kl, advantages, returns
+        every = self.accelerator.gather(scores - beta * kl.sum(1))
+        if cfg.estimator == "grpo":
+            per_response, _ = fns.group_relative_advantages(every, cfg.group_size, cfg.group_std)
+        else:
+            per_response = fns.rloo_advantages(every, cfg.group_size)
+        groups = losses._groups(every, cfg.group_size)
+        self._zero_std_groups = (groups == groups[:, :1]).all(1).float().mean().item()
+        start, end = self.dist.shard(cfg.batch_size)
+        advantages = per_response[start:end].to(kl.dtype).unsqueeze(1) * batch.mask
+        return kl, advantages, torch.zeros_like(advantages)
 
     def _update(self, batch: Rollout, minibatches, old, advantages, returns) -> dict:
         """5. ppo_epochs passes over the minibatches of  loss = policy loss + vf_coef * value loss.
         Returns the losses' and stats' means over updates and first_ratio_max_abs_dev."""
         cfg, fns = self.config, self.losses
-        self.policy.train()
-        self.value_model.train()
-        sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0}
+        self._train_mode(True)
+        sums = {"policy_loss": 0.0, "value_loss": 0.0, "kl_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0}
         first_dev = None
         for idx in (idx for epoch in minibatches for idx in epoch):
             mask, rows = batch.mask[idx], batch.rows(idx)
             with autocast(self.accelerator.device):
                 logits = response_logits(self.policy, rows, batch.prompt_len, cfg.temperature)
-                values = self.value_model(**rows)[:, batch.prompt_len - 1:-1].float()
+                values = self.value_model(**rows)[:, batch.prompt_len - 1:-1].float() \
+                    if self.value_model is not None else None
             logprobs = token_logprobs(logits, batch.response_ids[idx])
             if first_dev is None:
                 first_dev = self.dist.max((((logprobs.detach() - old["logprobs"][idx]).exp() - 1).abs() * mask).max())
             pg_loss, pg_stats = fns.ppo_policy_loss(logprobs, old["logprobs"][idx], advantages[idx], mask,
                                                     cfg.clip_eps)
-            v_loss = fns.value_loss(values, old["values"][idx], returns[idx], mask, cfg.vf_clip_eps)
-            self._backward_and_step(pg_loss + cfg.vf_coef * v_loss, mask)
-            for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), *pg_stats.items()):
+            loss = pg_loss
+            if values is not None:
+                v_loss = fns.value_loss(values, old["values"][idx], returns[idx], mask, cfg.vf_clip_eps)
+                loss = loss + cfg.vf_coef * v_loss
+                sums["value_loss"] += v_loss.item()
+            if cfg.kl_in == "loss":      # GRPO: beta x the k3 estimate of KL(pi || pi_ref), a token mean
+                kl_term = losses._masked_mean(losses.kl_estimate(logprobs, old["ref_logprobs"][idx], "k3"), mask)
+                loss = loss + self.beta * kl_term
+                sums["kl_loss"] += kl_term.item()
+            self._backward_and_step(loss, mask)
+            for key, value in (("policy_loss", pg_loss), *pg_stats.items()):
                 sums[key] += torch.as_tensor(value).item()
-        self.policy.eval()
-        self.value_model.eval()
+        self._train_mode(False)
         updates = cfg.ppo_epochs * len(minibatches[0])
         means = self.dist.sum(*(value / updates for value in sums.values())) / self.dist.processes
         return {**dict(zip(sums, means.tolist())), "first_ratio_max_abs_dev": first_dev}
@@ -302,7 +343,7 @@ class PPOTrainer:
             self._diverged("the loss became NaN or infinite. Lower the learning rate (lr) or check the rewards' scale.")
         self.accelerator.backward(self.dist.token_weighted(loss, mask))
         norms = [self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
-                 for model in (self.policy, self.value_model)]
+                 for model in self._trained().values()]
         if not all(torch.isfinite(torch.as_tensor(norm)) for norm in norms):
             self._diverged("a gradient became NaN or infinite. Lower the learning rate (lr).")
         self.optimizer.step()
@@ -322,8 +363,10 @@ class PPOTrainer:
         if self.kl_controller is not None:
             self.beta = self.kl_controller.update(means["kl"], self.config.batch_size)
         self.last_batch = self._describe(batch, proxy, gold, kl, advantages)
+        explained = (1 - error_var / returns_var.clamp(min=1e-12)).item() if self.value_model is not None \
+            else float("nan")
         stats = {"step": self.step_count, **means, "beta": beta_used, "entropy": entropy.item(), **update,
-                 "explained_variance": (1 - error_var / returns_var.clamp(min=1e-12)).item(),
+                 "explained_variance": explained, "zero_std_groups": self._zero_std_groups,
                  "seconds": round(time.perf_counter() - started, 3),
                  "samples": [{k: row[k] for k in ("prompt", "response", "proxy", "gold")}
                              for row in self.last_batch[:4]]}
@@ -344,13 +387,15 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------------ helpers
     def _next_prompts(self) -> tuple[list[str], int]:
-        """This process's share of the next batch_size prompts (a seeded shuffle, cycled), and its first row."""
-        while len(self._prompt_queue) < self.config.batch_size:
+        """This process's share of the next batch: batch_size // group_size prompts (a seeded shuffle, cycled),
+        each group_size times in a row, and its first row."""
+        n, group = self.config.batch_size // self.config.group_size, self.config.group_size
+        while len(self._prompt_queue) < n:
             more = list(self.prompts)
             self._prompt_rng.shuffle(more)
             self._prompt_queue += more
-        batch = self._prompt_queue[: self.config.batch_size]
-        self._prompt_queue = self._prompt_queue[self.config.batch_size:]
+        batch = [prompt for prompt in self._prompt_queue[:n] for _ in range(group)]
+        self._prompt_queue = self._prompt_queue[n:]
         start, end = self.dist.shard(len(batch))
         return batch[start:end], start
 
@@ -365,19 +410,26 @@ class PPOTrainer:
         values = [self.gold_fn(p, r) if self.gold_fn else float("nan") for p, r in zip(prompts, responses)]
         return torch.tensor(values, dtype=torch.float32, device=self.accelerator.device)
 
+    def _trained(self) -> dict:
+        """{"policy": the policy, "value": the value model (PPO only)}: the models the optimiser updates."""
+        return {"policy": self.policy, **({"value": self.value_model} if self.value_model is not None else {})}
+
+    def _train_mode(self, on: bool) -> None:
+        for model in self._trained().values():
+            model.train(on)
+
     def _snapshot(self) -> dict:
-        """The policy's and value model's weights, copied to the CPU: the last good state."""
+        """The trained models' weights, copied to the CPU: the last good state."""
         return {name: {k: v.detach().to("cpu", copy=True) for k, v in
                        self.accelerator.unwrap_model(model).state_dict().items()}
-                for name, model in (("policy", self.policy), ("value", self.value_model))}
+                for name, model in self._trained().items()}
 
     def _diverged(self, reason: str) -> None:
         """Restore the last good weights and raise PPODiverged saying why."""
         self.optimizer.zero_grad(set_to_none=True)
-        for name, model in (("policy", self.policy), ("value", self.value_model)):
+        for name, model in self._trained().items():
             self.accelerator.unwrap_model(model).load_state_dict(self._good_state[name])
-        self.policy.eval()
-        self.value_model.eval()
+        self._train_mode(False)
         raise PPODiverged(f"PPO stopped at step {self.step_count}: {reason} The policy and value model were "
                           f"restored to their state after step {self.step_count - 1}, the last good one.")
 
@@ -487,6 +539,7 @@ def run_ppo(ws, config: PPOConfig | None = None, save_dir=None, callback: Callab
         "format_rate_before": round(before["format_rate"], 4), "format_rate_after": round(after["format_rate"], 4),
         "kl": round(tail_mean([s["kl"] for s in history]), 4),
         "final_beta": round(trainer.beta, 6), "losses": trainer.losses.whose(),
+        "estimator": config.estimator, "group_size": config.group_size, "kl_in": config.kl_in,
         "train_seconds": round(sum(s["seconds"] for s in history), 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
