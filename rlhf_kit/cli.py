@@ -7,6 +7,7 @@ import argparse
 import json
 import shutil
 import sys
+from typing import Callable
 
 from .configs import DPO_LOSSES
 from .presets import PRESETS
@@ -22,6 +23,8 @@ TRAINING = {
                    "on held-out prompts, and the KL"),
     "dpo": ("dpo", "DPO from the SFT policy on the preference pairs; report gold and proxy reward before/after on "
                    "held-out prompts, the KL, and the implicit reward model's accuracy on held-out pairs"),
+    "grpo": ("grpo", "GRPO or RLOO (PPO without a value model: group-relative advantages) from the SFT policy; "
+                     "report what `ppo` reports, and the group size"),
 }
 
 
@@ -57,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     ppo.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     ppo.add_argument("--save", default=None, metavar="DIR", help="also copy the trained policy (the workspace's "
                                                                 "ppo stage) to DIR")
+    grpo = sub.choices["grpo"]
+    for flag in ("--beta", "--clip-eps", "--steps", "--lr"):
+        grpo.add_argument(flag, type=int if flag == "--steps" else float, default=None,
+                          help=f"as `rlhf-kit ppo {flag}` (default: the preset's)")
+    grpo.add_argument("--group-size", type=int, default=None, help="responses per prompt (default: the preset's)")
+    grpo.add_argument("--estimator", choices=["grpo", "rloo"], default="grpo",
+                      help="grpo: reward minus its group's mean, over its std, KL in the loss; rloo: minus the mean "
+                           "of the other responses to its prompt, KL in the reward")
+    grpo.add_argument("--reward", choices=["rm", "verifier"], default="rm",
+                      help="rm: the workspace's reward model; verifier: a program checking format, topic and length")
     dpo = sub.choices["dpo"]
     dpo.add_argument("--beta", type=float, default=None, help="implicit-reward scale (default: the preset's)")
     dpo.add_argument("--loss", choices=DPO_LOSSES, default=None, help="sigmoid (DPO) or ipo (default: sigmoid)")
@@ -84,14 +97,15 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 
 PPO_FLAGS = {"beta": "--beta", "clip_eps": "--clip-eps", "steps": "--steps", "lr": "--lr"}
 DPO_FLAGS = {"beta": "--beta", "loss": "--loss", "epochs": "--epochs", "lr": "--lr"}
+GRPO_FLAGS = {**PPO_FLAGS, "group_size": "--group-size"}
 
 
-def _config_options(args, ws, config_cls, flags: dict) -> dict:
+def _config_options(args, ws, config_cls, flags: dict, make: Callable | None = None) -> dict:
     """The config fields the flags override, checked before anything is built (the config names a bad value;
-    the error starts with the flag that set it)."""
+    the error starts with the flag that set it). `make(**overrides)` builds the config (default: from_preset)."""
     overrides = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
     try:
-        config_cls.from_preset(ws.preset, ws.seed, **overrides)
+        (make or (lambda **kw: config_cls.from_preset(ws.preset, ws.seed, **kw)))(**overrides)
     except ValueError as error:
         name = config_cls.__name__
         used = [f"{flags[key]} {overrides[key]}" for key in overrides if f"{name}.{key}" in str(error)]
@@ -99,12 +113,13 @@ def _config_options(args, ws, config_cls, flags: dict) -> dict:
     return overrides
 
 
-def _build_ppo(ws, overrides: dict) -> None:
-    """The ppo stage; a run that diverges (NaN reward or loss) is reported like any other error: exit status 2."""
+def _build_ppo(ws, overrides: dict, stage: str = "ppo") -> None:
+    """The ppo (or grpo) stage; a run that diverges (NaN reward or loss) is reported like any other error: exit
+    status 2."""
     from .ppo import PPODiverged
 
     try:
-        ws.build("ppo", **overrides)
+        ws.build(stage, **overrides)
     except PPODiverged as error:
         raise ValueError(str(error)) from error
 
@@ -163,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             from .configs import PPOConfig
 
             _build_ppo(ws, _config_options(args, ws, PPOConfig, PPO_FLAGS))
+        elif args.command == "grpo":
+            from .configs import PPOConfig
+            from .grpo import grpo_config
+
+            overrides = _config_options(args, ws, PPOConfig, GRPO_FLAGS,
+                                        lambda **kw: grpo_config(ws, args.estimator, **kw))
+            _build_ppo(ws, {**overrides, "estimator": args.estimator, "reward": args.reward}, stage="grpo")
         elif args.command == "dpo":
             from .configs import DPOConfig
 

@@ -93,6 +93,19 @@ def gold_reward(prompt: str, response: str) -> float:
     return gold_breakdown(prompt, response)["total"]
 
 
+def verifier_reward(prompt: str, response: str) -> float:
+    """A reward that is a program (lab 07, RLVR): the gold reward's checkable terms, everything but sentiment.
+
+        verifier = topic + ending + length + repetition + new_block      (the terms of `gold_breakdown`)
+
+    It checks what a rule can check: the requested genre and subject are mentioned, the response is one finished
+    review (ends with '.', '!' or '?', no new "###" block, no repeated trigrams) of 5-50 words. It cannot see
+    whether the review has the requested sentiment, which is half of what the instruction asked. Range: -3.5 to 1.5.
+    """
+    parts = gold_breakdown(prompt, response)
+    return sum(value for term, value in parts.items() if term not in ("sentiment", "total"))
+
+
 def follows_format(response: str) -> bool:
     """True iff the response is one finished review: it ends with '.', '!' or '?', has 5-50 words, its
     repetition rate is below 0.2, it contains no "###" and no line break (on the pretraining pages a new line

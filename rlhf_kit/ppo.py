@@ -175,6 +175,8 @@ class PPOTrainer:
         self.step_count = 0
         self.history: list[dict] = []
         self.last_batch: list[dict] = []
+        self.updates: list[dict] = []       # the last step's updates: {"update", "loss", "policy_loss", "grad_norm",
+        #                                     "ratio_max_abs_dev"} each (this process's minibatch share)
         self._prompt_rng, self._prompt_queue = random.Random(config.seed), []
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self._good_state = self._snapshot()
@@ -306,6 +308,7 @@ class PPOTrainer:
         Returns the losses' and stats' means over updates and first_ratio_max_abs_dev."""
         cfg, fns = self.config, self.losses
         self._train_mode(True)
+        self.updates = []
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "kl_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0}
         first_dev = None
         for idx in (idx for epoch in minibatches for idx in epoch):
@@ -315,8 +318,9 @@ class PPOTrainer:
                 values = self.value_model(**rows)[:, batch.prompt_len - 1:-1].float() \
                     if self.value_model is not None else None
             logprobs = token_logprobs(logits, batch.response_ids[idx])
+            ratio_dev = (((logprobs.detach() - old["logprobs"][idx]).exp() - 1).abs() * mask).max()
             if first_dev is None:
-                first_dev = self.dist.max((((logprobs.detach() - old["logprobs"][idx]).exp() - 1).abs() * mask).max())
+                first_dev = self.dist.max(ratio_dev)
             pg_loss, pg_stats = fns.ppo_policy_loss(logprobs, old["logprobs"][idx], advantages[idx], mask,
                                                     cfg.clip_eps)
             loss = pg_loss
@@ -328,7 +332,9 @@ class PPOTrainer:
                 kl_term = losses._masked_mean(losses.kl_estimate(logprobs, old["ref_logprobs"][idx], "k3"), mask)
                 loss = loss + self.beta * kl_term
                 sums["kl_loss"] += kl_term.item()
-            self._backward_and_step(loss, mask)
+            grad_norm = self._backward_and_step(loss, mask)
+            self.updates.append({"update": len(self.updates) + 1, "loss": loss.item(), "policy_loss": pg_loss.item(),
+                                 "grad_norm": grad_norm, "ratio_max_abs_dev": ratio_dev.item()})
             for key, value in (("policy_loss", pg_loss), *pg_stats.items()):
                 sums[key] += torch.as_tensor(value).item()
         self._train_mode(False)
@@ -336,9 +342,9 @@ class PPOTrainer:
         means = self.dist.sum(*(value / updates for value in sums.values())) / self.dist.processes
         return {**dict(zip(sums, means.tolist())), "first_ratio_max_abs_dev": first_dev}
 
-    def _backward_and_step(self, loss: torch.Tensor, mask: torch.Tensor) -> None:
+    def _backward_and_step(self, loss: torch.Tensor, mask: torch.Tensor) -> float:
         """Backpropagate the whole minibatch's token mean, clip each model's gradient norm, step; PPODiverged on
-        a non-finite loss or gradient."""
+        a non-finite loss or gradient. Returns the policy's gradient norm before clipping."""
         if self.dist.sum((~torch.isfinite(loss)).float())[0] > 0:
             self._diverged("the loss became NaN or infinite. Lower the learning rate (lr) or check the rewards' scale.")
         self.accelerator.backward(self.dist.token_weighted(loss, mask))
@@ -348,6 +354,7 @@ class PPOTrainer:
             self._diverged("a gradient became NaN or infinite. Lower the learning rate (lr).")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return float(norms[0])
 
     def _record(self, batch, proxy, gold, old, kl, advantages, returns, update, started) -> dict:
         """The step's stats over the whole batch; steer beta (adaptive KL); keep this state as the last good one."""
@@ -519,11 +526,11 @@ def rollout_kl(policy, ref_policy, rollout: Rollout, temperature: float) -> torc
 
 # ------------------------------------------------------------------------------------------- the run
 def run_ppo(ws, config: PPOConfig | None = None, save_dir=None, callback: Callable | None = None,
-            losses: PPOLosses | None = None) -> dict:
+            losses: PPOLosses | None = None, reward_fn: Callable | None = None) -> dict:
     """PPO from the workspace's SFT policy against its reward model, measured before and after on the world's
     held-out prompts (eval temperature, same seed). What `rlhf-kit ppo --json` prints and the `ppo` stage records."""
     started = time.perf_counter()
-    trainer = PPOTrainer.from_workspace(ws, config, losses=losses)
+    trainer = PPOTrainer.from_workspace(ws, config, reward_fn=reward_fn, losses=losses)
     config = trainer.config
     heldout = heldout_prompts(load_world(ws.require("world")))
     before = trainer.evaluate(heldout)

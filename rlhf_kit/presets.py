@@ -62,6 +62,9 @@ class Preset:
     dpo_epochs: int             # passes over the training pairs
     dpo_batch_size: int         # preference pairs per step
     dpo_lr: float
+    # --- GRPO and RLOO (rlhf_kit.grpo.grpo_config): PPO's steps, batch, epochs, lr, beta and clip ---
+    grpo_group_size: int = 4    # responses per prompt; a batch of ppo_batch_size responses holds
+    #                             ppo_batch_size // grpo_group_size prompts
 
     def as_dict(self) -> dict:
         return asdict(self)

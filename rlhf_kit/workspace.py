@@ -101,6 +101,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "reward": (("preferences",), "reward"),
     "ppo": (("reward",), "ppo"),
     "dpo": (("reward",), "dpo"),
+    "grpo": (("reward",), "grpo"),
 }
 
 # The preset fields each stage is built from (names or name prefixes). A finished stage records the values of its
@@ -113,11 +114,12 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "reward": ("rm_",),
     "ppo": ("ppo_",),
     "dpo": ("dpo_",),
+    "grpo": ("ppo_", "grpo_"),
 }
 
-# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds `ppo` or `dpo`).
+# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds `ppo`, `dpo` or `grpo`).
 COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
-            "reward": "reward", "ppo": "ppo", "dpo": "dpo"}
+            "reward": "reward", "ppo": "ppo", "dpo": "dpo", "grpo": "grpo"}
 LABS = {"world": "00", "base": "00", "sft": "01", "preferences": "02", "reward": "03"}
 
 

@@ -43,6 +43,7 @@ from .gold import (  # noqa: F401  (re-exported)
     gold_reward,
     reference_pairs,
     vader_compound,
+    verifier_reward,
 )
 from .grammar import (  # noqa: F401  (re-exported)
     ACTIONS,

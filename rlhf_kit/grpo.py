@@ -1,0 +1,83 @@
+"""GRPO and RLOO (lab 07): PPO's trainer with no critic.
+
+`ppo.PPOTrainer` with `PPOConfig.estimator` "grpo" or "rloo" samples `group_size` responses to each prompt, scores
+them, and gives every token of a response the same advantage: its reward against the other responses to the same
+prompt (`losses.group_relative_advantages`, `losses.rloo_advantages`). Rollout, scoring, log-probs, the clipped
+update and the bookkeeping are PPO's own code; only the advantage estimator changes, and no value model is built
+or trained, so each step does less work and holds less memory. Where beta's KL goes follows each method's paper:
+GRPO adds beta times the k3 estimate of KL(pi || pi_ref) per token to the loss (`kl_in="loss"`), RLOO subtracts
+beta times each response's KL from its reward (`kl_in="reward"`, as PPO does); either can take the other's.
+
+`grpo_config(ws, estimator)` is PPO's preset settings (steps, batch of responses, epochs, lr, beta, clip) with the
+preset's group size, so PPO, GRPO and RLOO compare at equal samples per step and equal optimiser steps. `reward`
+"verifier" trains against `world.verifier_reward`, a program that checks the world's checkable facts (format,
+topic, length) and cannot see sentiment, instead of the learned reward model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .configs import PPOConfig
+from .ppo import PPOLosses, PPOTrainer, run_ppo
+from .world import verifier_reward
+
+REWARDS = ("rm", "verifier")   # what GRPO/RLOO optimise: the workspace's reward model, or the verifier program
+
+
+def verifier_scores(prompts: list[str], responses: list[str]) -> torch.Tensor:
+    """`world.verifier_reward` of each response, (n,): a reward function with the reward model's signature."""
+    return torch.tensor([verifier_reward(p, r) for p, r in zip(prompts, responses)], dtype=torch.float32)
+
+
+def reward_function(reward: str) -> Callable | None:
+    """The trainer's reward_fn for `reward`: None for "rm" (the trainer loads the workspace's reward model),
+    `verifier_scores` for "verifier". Anything else is a ValueError naming the choices."""
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {', '.join(REWARDS)} (rm: the workspace's reward model; verifier: "
+                         f"world.verifier_reward); got {reward!r}.")
+    return None if reward == "rm" else verifier_scores
+
+
+def grpo_config(ws, estimator: str = "grpo", **overrides) -> PPOConfig:
+    """PPO's preset settings with `estimator` and the preset's `grpo_group_size`: equal samples per step
+    (ppo_batch_size responses) and equal optimiser steps. Keyword arguments override PPOConfig fields."""
+    defaults = {"estimator": estimator, "group_size": ws.preset.grpo_group_size if estimator != "gae" else 1}
+    return PPOConfig.from_preset(ws.preset, ws.seed, **{**defaults, **overrides})
+
+
+def run_grpo(ws, config: PPOConfig | None = None, reward: str = "rm", save_dir=None, callback: Callable | None = None,
+             losses: PPOLosses | None = None) -> dict:
+    """`ppo.run_ppo` with a group estimator (default `grpo_config(ws)`) against `reward`: its metrics plus
+    "reward". proxy_before/after are then the scores of the reward optimised (the verifier's, for "verifier")."""
+    reward_fn = reward_function(reward)
+    config = config or grpo_config(ws)
+    return {**run_ppo(ws, config, save_dir=save_dir, callback=callback, losses=losses, reward_fn=reward_fn),
+            "reward": reward}
+
+
+def build(ws, out_dir: Path, callback: Callable | None = None, losses: PPOLosses | None = None,
+          estimator: str = "grpo", reward: str = "rm", **overrides) -> dict:
+    """Workspace stage `grpo`: `run_grpo` with `grpo_config(ws, estimator, **overrides)`, the policy saved to the
+    stage directory, so later labs load "the GRPO policy" like any artefact."""
+    from dataclasses import asdict
+
+    config = grpo_config(ws, estimator, **overrides)
+    return {**run_grpo(ws, config, reward, save_dir=out_dir, callback=callback, losses=losses),
+            "config": asdict(config)}
+
+
+def first_step_updates(ws, estimator: str = "grpo", **overrides) -> list[dict]:
+    """"Why is my GRPO loss zero?" measured: one step of a fresh trainer from the SFT policy, every update's
+    {"update", "loss", "policy_loss", "grad_norm", "ratio_max_abs_dev"} (`PPOTrainer.updates`), plus "epoch".
+
+    In the first epoch each minibatch is scored by the policy that sampled it, so the ratio is 1 (exactly, on the
+    first minibatch) and the clipped objective is just -mean(A): with each group's advantages summing to zero, the
+    loss is near 0 though its gradient, sum_i A_i grad log pi(y_i), is not."""
+    trainer = PPOTrainer.from_workspace(ws, grpo_config(ws, estimator, **overrides))
+    trainer.step()
+    per_epoch = len(trainer.updates) // trainer.config.ppo_epochs
+    return [{**row, "epoch": i // per_epoch + 1} for i, row in enumerate(trainer.updates)]
