@@ -10,7 +10,7 @@ exercise carries a catalogue of typical wrong implementations, and the learner's
 them on the same inputs.
 
 The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sampling`,
-`sft`, `ranking`, `reward`, `ppo`, `hacking`, `dpo`), with the references in `rlhf_kit.losses`,
+`sft`, `ranking`, `reward`, `ppo`, `hacking`, `dpo`, `grpo`), with the references in `rlhf_kit.losses`,
 `rlhf_kit.sampling`, `rlhf_kit.preferences`, `rlhf_kit.agreement`, `rlhf_kit.reward`, `rlhf_kit.hacking` and
 `rlhf_kit.ppo`.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import checking, dpo, hacking, ppo, ranking, reward, sampling, sft
+from . import checking, dpo, grpo, hacking, ppo, ranking, reward, sampling, sft
 from .checking import TIME_LIMIT, Exercise
 
 __all__ = ["EXERCISES", "check", "summary", "verify"]
@@ -46,6 +46,8 @@ EXERCISES: dict[str, Exercise] = {
     "sequence_logprobs": dpo.SEQUENCE_LOGPROBS,
     "dpo_loss": dpo.DPO_LOSS,
     "ipo_loss": dpo.IPO_LOSS,
+    "group_relative_advantages": grpo.GROUP_RELATIVE_ADVANTAGES,
+    "rloo_advantages": grpo.RLOO_ADVANTAGES,
 }
 
 
