@@ -82,13 +82,28 @@ def _proc_status_kib(key: str) -> int | None:
     return None
 
 
+def _release_freed_memory() -> None:
+    """Hand memory that was freed but kept by the C allocator back to the system (glibc's malloc_trim), so that the
+    resident memory counts only what is in use: without it, a second block could reuse pages a first one freed and
+    look as if it needed none."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """The peak memory a block of code added, in MiB: `with PeakMemory(device) as peak: ...; peak.mib`.
 
     On a CUDA device: torch's peak allocated memory during the block minus what was allocated at its start. On a
     CPU under Linux: the process's peak resident memory during the block (VmHWM, reset at the start by writing 5
-    to /proc/self/clear_refs) minus its resident memory at the start, so it counts everything the block held at
-    once (weights of models it loaded, gradients, optimiser state, activations) and nothing held before it.
+    to /proc/self/clear_refs) minus its resident memory at the start (after freed memory is handed back to the
+    system), so it counts everything the block held at once (weights of models it loaded, gradients, optimiser
+    state, activations) and nothing held before it.
     `method` says which; elsewhere (macOS, Windows, MPS) `mib` is None and `method` is "unavailable".
     """
 
@@ -104,6 +119,7 @@ class PeakMemory:
             self._start = torch.cuda.memory_allocated(self.device)
             self.method = "torch.cuda.max_memory_allocated"
         elif self.device.type == "cpu" and _proc_status_kib("VmRSS") is not None:
+            _release_freed_memory()
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")

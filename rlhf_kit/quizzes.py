@@ -581,6 +581,81 @@ QUIZZES: dict[str, list[Question]] = {
              "it tracks the gold reward; sampling from the policy is not what causes it."),
         ]),
     ],
+    "07": [
+        _q("GRPO trains no value model. What stands in for the critic's baseline for each response?", 1, [
+            ("The reward model's score of the prompt alone",
+             "The reward model scores prompt + response; it never scores a prompt alone. The baseline comes from "
+             "other responses to the same prompt."),
+            ("The mean reward of the group it was sampled in",
+             "GRPO samples group_size responses per prompt and subtracts their mean reward (dividing by their std): "
+             "a baseline for that prompt, estimated from samples instead of predicted by a value model."),
+            ("A running average of every reward seen so far",
+             "That baseline mixes easy and hard prompts; GRPO's is per prompt, from the group of samples drawn "
+             "for it in this very batch."),
+            ("The SFT model's reward on the same prompt",
+             "GRPO never asks the SFT model for a reward; the reference only enters through the KL term."),
+        ]),
+        _q("On a step's first minibatch your GRPO loss prints about 0. What does that tell you?", 3, [
+            ("The policy has stopped learning",
+             "A loss near 0 says nothing about the gradient. Section 4 plotted both: the loss sat near 0 while the "
+             "gradient norm did not."),
+            ("The reward model returns a constant",
+             "That would make every advantage 0 and the gradient 0 too. Check zero_std_groups: it counts the "
+             "groups whose rewards were all equal."),
+            ("The learning rate is too small to matter",
+             "The learning rate scales the step, not the loss value printed before the step is taken."),
+            ("Nothing is wrong: its gradient is not zero",
+             "The ratio is 1 on the first minibatch and each group's advantages sum to 0, so the loss is about "
+             "-mean(A), near 0; its gradient sums A_i grad log pi(y_i), which is not."),
+        ]),
+        _q("All four samples of one prompt get the same score. What does GRPO learn from that group?", 0, [
+            ("Nothing: their advantages are all zero",
+             "Each reward minus the group mean is 0 (eps keeps 0 / 0 from being NaN), so those samples add "
+             "nothing to the gradient. A batch of such groups is a wasted step."),
+            ("To repeat them, since they scored well",
+             "A high score does not help if every sample has it: the advantage is relative to the group, and all "
+             "are equal."),
+            ("To avoid them, since they did not differ",
+             "A zero advantage pushes neither way; GRPO has no term that punishes a lack of variety."),
+            ("A large update, since their std is near 0",
+             "Dividing by a std near 0 would blow up a nonzero difference, but here every difference is 0, so "
+             "with eps every advantage is exactly 0."),
+        ]),
+        _q("RLOO's baseline for sample i is the mean of the OTHER samples of its prompt. Why leave r_i out?", 2, [
+            ("To make each group's advantages sum to one",
+             "They sum to zero either way, with or without r_i in the baseline."),
+            ("To save a forward pass per group",
+             "Every sample is scored once either way; leaving one out is a subtraction, not a saving."),
+            ("So the baseline does not depend on sample i",
+             "A baseline independent of the sample keeps the gradient estimate unbiased; the plain group mean "
+             "contains r_i and shrinks each advantage by (G - 1) / G."),
+            ("Because r_i is usually an outlier",
+             "Nothing singles out r_i: every sample in turn is left out of its own baseline."),
+        ]),
+        _q("GRPO against the verifier program raised the verifier's score. What can it NOT have rewarded?", 1, [
+            ("Ending the review with punctuation",
+             "The verifier checks the ending: one finished review ends with '.', '!' or '?'."),
+            ("Writing in the requested sentiment",
+             "The verifier checks format, topic and length; sentiment is the half of the instruction no rule "
+             "here can check, so the policy is free to give it up. Section 5 measured whether it did."),
+            ("Mentioning the requested genre",
+             "The topic term checks that the genre and the subject are mentioned."),
+            ("Staying between 5 and 50 words",
+             "The length term checks exactly that range."),
+        ]),
+        _q("The AI judge is asked each question twice, with A and B swapped. Why?", 3, [
+            ("To collect twice as many labels",
+             "Both orders give one label for one pair: the two verdicts are averaged into one."),
+            ("To check that the tokenizer reads both",
+             "The tokenizer reads whatever it is given; the swap is about the judge's verdict, not about reading."),
+            ("To average out sampling randomness",
+             "Nothing is sampled: the verdict is read from the next-token probabilities of A and B, the same every "
+             "time for the same text."),
+            ("To cancel its liking for one position",
+             "Small judges often prefer whichever answer comes first (or second). Averaging both orders cancels "
+             "that; how often the verdict flips measures it."),
+        ]),
+    ],
 }
 
 
