@@ -97,3 +97,14 @@ def test_group_advantages_worked_examples():
         losses.rloo_advantages(rewards, 1)
     with pytest.raises(ValueError, match="multiple of group_size 4"):
         losses.group_relative_advantages(rewards, 4)
+
+
+def test_baseline_noise_group_baselines_cut_the_noise_and_leave_one_out_removes_the_shrink():
+    from rlhf_kit.grpo import baseline_noise
+
+    noise = baseline_noise({"none": None, "batch": "batch",
+                            "group": lambda r, g: r - losses.group_relative_advantages(r, g, False)[0],
+                            "rloo": lambda r, g: r - losses.rloo_advantages(r, g)}, trials=300)
+    assert noise.loc["group", "gradient noise"] < 0.5 * noise.loc["batch", "gradient noise"]
+    assert noise.loc["rloo", "gradient noise"] < 0.5 * noise.loc["none", "gradient noise"]
+    assert noise.loc["rloo", "bias"] < noise.loc["group", "bias"]        # the group mean shrinks by (G - 1) / G
