@@ -115,3 +115,44 @@ def kl_estimators_plot(runs, title: str = "each batch's mean KL to the reference
     fig.suptitle(title)
     fig.tight_layout()
     return Plot(fig)
+
+
+def updates_plot(updates: list[dict], title: str = "one GRPO step, update by update") -> Plot:
+    """The loss (left) and the policy's gradient norm (right) of each update of one step (`PPOTrainer.updates`
+    rows with "update", "loss", "grad_norm" and "epoch"): the loss can sit near 0 while the gradient does not."""
+    fig = Figure(figsize=(10, 3.2))
+    axes = fig.subplots(1, 2)
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "grad_norm", "gradient norm (before clipping)")):
+        for epoch in sorted({row["epoch"] for row in updates}):
+            rows = [row for row in updates if row["epoch"] == epoch]
+            ax.plot([row["update"] for row in rows], [row[key] for row in rows], "o-", color=f"C{epoch - 1}",
+                    label=f"epoch {epoch}")
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set(xlabel="update", ylabel=label)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return Plot(fig)
+
+
+def methods_plot(rows: list[dict], title: str = "the same samples and steps, three ways to get an advantage") -> Plot:
+    """Left: gold reward against KL from the SFT model, one labelled point per row (the SFT row at KL 0). Middle and
+    right: seconds per step and peak memory per trained row. Rows: {"name", "gold", "kl"} and, for trained rows,
+    "seconds_per_step" and "peak_memory_mib" (None or NaN when not measured)."""
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
+    for i, row in enumerate(rows):
+        axes[0].plot([row["kl"]], [row["gold"]], "o", ms=8, color=f"C{i}")
+        axes[0].annotate(row["name"], (row["kl"], row["gold"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes[0].set(xlabel="KL from the SFT model (nats per response)", ylabel="gold reward (held out)")
+    trained = [row for row in rows if row.get("seconds_per_step") is not None]
+    names = [row["name"] for row in trained]
+    for ax, key, label in ((axes[1], "seconds_per_step", "seconds per step"),
+                           (axes[2], "peak_memory_mib", "peak memory added (MiB)")):
+        values = [row.get(key) if row.get(key) is not None else float("nan") for row in trained]
+        ax.bar(range(len(trained)), values, color=[f"C{rows.index(row)}" for row in trained])
+        ax.set_xticks(range(len(trained)), names, rotation=20, ha="right", fontsize=8)
+        ax.set(ylabel=label)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return Plot(fig)
