@@ -123,3 +123,70 @@ def baseline_noise(baselines: dict, group_size: int = 4, trials: int = 2000, see
         rows[name] = {"gradient noise": (stacked - mean).pow(2).sum(1).mean().sqrt().item(),
                       "bias": (mean - exact.flatten()).norm().item()}
     return pd.DataFrame(rows).T
+
+
+# ------------------------------------------------------------------------------------------- one table of RL runs
+ROW_KEYS = ("trainer", "estimator", "reward", "group_size", "steps", "samples_per_step", "updates_per_step", "gold",
+            "proxy", "kl", "format_rate", "response_length", "seconds_per_step", "peak_memory_mib", "memory_method")
+
+
+def heldout_measurement(ws, policy, ref_policy, tokenizer, scorer=None, samples_per_prompt: int = 4) -> dict:
+    """A policy measured like every policy since lab 05 (`evaluate.score_with_kl`): `samples_per_prompt` samples
+    of each held-out instruction at the evaluation temperature, from the workspace seed's random streams, scored
+    by the gold reward and by the workspace's reward model (proxy), KL from `ref_policy`. Returns its dict."""
+    from .evaluate import score_with_kl
+    from .hacking import heldout_prompts
+    from .reward import RewardScorer
+
+    scorer = scorer or RewardScorer(ws.require("reward"))
+    prompts = [p for p in heldout_prompts(ws) for _ in range(samples_per_prompt)]
+    return score_with_kl(policy, ref_policy, tokenizer, prompts, scorer, ws.preset.max_new_tokens,
+                         ws.preset.eval_temperature, ws.seed)
+
+
+def _row(result: dict, **fields) -> dict:
+    keep = ("gold", "proxy", "kl", "format_rate", "response_length", "samples")
+    return {**{key: None for key in ROW_KEYS}, **fields, **{key: result[key] for key in keep}}
+
+
+def sft_row(ws, samples_per_prompt: int = 4) -> dict:
+    """The SFT policy measured by `heldout_measurement` (its KL from itself is 0): the row every run starts from."""
+    from .models import load_causal_lm
+
+    policy, tokenizer = load_causal_lm(ws.require("sft"))
+    return _row(heldout_measurement(ws, policy, policy, tokenizer, samples_per_prompt=samples_per_prompt),
+                trainer="SFT", steps=0)
+
+
+def kit_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward: str = "rm",
+           reward_fn: Callable | None = None, losses: PPOLosses | None = None, samples_per_prompt: int = 4) -> dict:
+    """One run of the kit's trainer from the SFT policy (estimator "gae" is PPO), default `grpo_config(ws,
+    estimator)`, against `reward` ("rm" or "verifier") or any `reward_fn(prompts, responses) -> (n,)`; then
+    `heldout_measurement`. Returns {ROW_KEYS..., "samples", "history"}: seconds_per_step is the mean training step;
+    peak_memory_mib is what building the trainer and training added (`device.PeakMemory`)."""
+    from .device import PeakMemory
+
+    config = config or grpo_config(ws, estimator)
+    reward_name = "custom" if reward_fn is not None else reward
+    reward_fn = reward_fn or reward_function(reward)
+    with PeakMemory() as peak:
+        trainer = PPOTrainer.from_workspace(ws, config, reward_fn=reward_fn, losses=losses)
+        history = trainer.train()
+    result = heldout_measurement(ws, trainer.unwrapped_policy, trainer.ref_policy, trainer.tokenizer,
+                                 samples_per_prompt=samples_per_prompt)
+    updates = config.ppo_epochs * config.batch_size // config.minibatch_size
+    return {**_row(result, trainer="kit", estimator=config.estimator,
+                   reward=reward_name,
+                   group_size=config.group_size, steps=len(history), samples_per_step=config.batch_size,
+                   updates_per_step=updates, seconds_per_step=sum(s["seconds"] for s in history) / len(history),
+                   peak_memory_mib=peak.mib, memory_method=peak.method),
+            "history": [{k: v for k, v in s.items() if k != "samples"} for s in history]}
+
+
+def rl_table(rows: list[dict]):
+    """The rows (`sft_row`, `kit_rl`, `trl_grpo.trl_rl`) as one pandas DataFrame, one line per run, rounded."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{key: row.get(key) for key in ROW_KEYS} for row in rows])
+    frame.insert(0, "run", [f"{row['trainer']} {row['estimator'] or ''}".strip() for row in rows])
+    return frame.drop(columns=["trainer", "memory_method"]).set_index("run").round(3)

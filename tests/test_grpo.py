@@ -108,3 +108,24 @@ def test_baseline_noise_group_baselines_cut_the_noise_and_leave_one_out_removes_
     assert noise.loc["group", "gradient noise"] < 0.5 * noise.loc["batch", "gradient noise"]
     assert noise.loc["rloo", "gradient noise"] < 0.5 * noise.loc["none", "gradient noise"]
     assert noise.loc["rloo", "bias"] < noise.loc["group", "bias"]        # the group mean shrinks by (G - 1) / G
+
+
+def test_kit_rl_rows_measure_each_run_the_same_way(micro_rm_ws):
+    """PPO and GRPO at equal samples and steps, then the SFT row: the same keys, finite figures, KL 0 for SFT,
+    and the run's own samples kept for the term breakdown."""
+    from rlhf_kit.grpo import ROW_KEYS, kit_rl, rl_table, sft_row
+
+    tiny = dict(steps=2, batch_size=8, minibatch_size=4, max_new_tokens=8)
+    rows = [sft_row(micro_rm_ws, samples_per_prompt=1),
+            kit_rl(micro_rm_ws, "gae", grpo_config(micro_rm_ws, "gae", **tiny), samples_per_prompt=1),
+            kit_rl(micro_rm_ws, "grpo", grpo_config(micro_rm_ws, "grpo", group_size=4, **tiny), reward="verifier",
+                   samples_per_prompt=1)]
+    assert all(set(ROW_KEYS) <= set(row) for row in rows)
+    assert rows[0]["kl"] == 0.0 and rows[0]["trainer"] == "SFT"
+    for row in rows[1:]:
+        assert row["steps"] == 2 and row["samples_per_step"] == 8 and row["updates_per_step"] == 4
+        assert math.isfinite(row["gold"]) and math.isfinite(row["kl"]) and row["seconds_per_step"] > 0
+        assert len(row["samples"]) == len(rows[0]["samples"]) and len(row["history"]) == 2
+    assert (rows[1]["estimator"], rows[2]["estimator"], rows[2]["reward"]) == ("gae", "grpo", "verifier")
+    table = rl_table(rows)
+    assert list(table.index) == ["SFT", "kit gae", "kit grpo"] and "gold" in table.columns
