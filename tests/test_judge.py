@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from rlhf_kit import judge as judge_module
 from rlhf_kit import models
@@ -118,9 +118,10 @@ class LetterLM(torch.nn.Module):
         self.logits[a_id], self.logits[b_id] = 3.0, 1.0
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids, attention_mask, logits_to_keep, **kwargs):
-        assert logits_to_keep == 1 and (attention_mask[:, -1] == 1).all()      # left-padded: last column real
-        return type("Out", (), {"logits": self.logits.expand(len(input_ids), 1, -1)})
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, **kwargs):
+        if attention_mask is not None:                     # a question, not the shared system message
+            assert logits_to_keep == 1 and (attention_mask[:, -1] == 1).all()    # left-padded: last column real
+        return type("Out", (), {"logits": self.logits.expand(len(input_ids), 1, -1), "past_key_values": DynamicCache()})
 
 
 def test_lm_judge_reads_the_renormalised_a_b_probability(chat_tokenizer):
@@ -151,11 +152,17 @@ def test_lm_judge_batches_give_the_same_probabilities_as_one_at_a_time(chat_toke
                              max_position_embeddings=1024, pad_token_id=chat_tokenizer.pad_token_id)
         model = LlamaForCausalLM(config).eval()
     rows = ROWS[:5]                                      # responses of different lengths: real left padding
-    alone = LMJudge(model, chat_tokenizer, batch_size=1).judge_pairs(rows)
+    judge = LMJudge(model, chat_tokenizer, batch_size=1)
+    alone = judge.judge_pairs(rows)
     batched = LMJudge(model, chat_tokenizer, batch_size=4).judge_pairs(rows)
     for x, y in zip(alone, batched):
         assert x["p_ab"] == pytest.approx(y["p_ab"], abs=1e-5) and x["p_ba"] == pytest.approx(y["p_ba"], abs=1e-5)
     assert len({round(x["p_ab"], 6) for x in alone}) > 1   # the model did look at the text
+    for row, x in zip(rows, batched):                    # the shared system-message cache changes nothing either
+        text = judge.chat_text(row["prompt"], row["response_a"], row["response_b"])
+        with torch.no_grad():
+            logits = model(torch.tensor([chat_tokenizer(text)["input_ids"]])).logits[0, -1, judge.letter_ids]
+        assert x["p_ab"] == pytest.approx(torch.softmax(logits, -1)[0].item(), abs=1e-5)
 
 
 def test_lm_judge_needs_a_chat_template(chat_tokenizer):
