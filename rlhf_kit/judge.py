@@ -109,7 +109,7 @@ class PairJudge:
     """What every judge shares: `judge_pairs` asks `p_first` in both orders and combines them (`combine_orders`).
 
     A judge sets `name` (the model's), `constitution` and `tie_margin`, and implements
-    `p_first(prompts, firsts, seconds) -> list[float]`: P(first response better) for each row.
+    `p_first(prompts, firsts, seconds, progress=False) -> list[float]`: P(first response better) for each row.
     """
     name: str
     constitution: Constitution
@@ -120,8 +120,9 @@ class PairJudge:
         """The annotator name its labels carry: "ai:<model>:<constitution>"."""
         return f"ai:{self.name}:{self.constitution.name}"
 
-    def p_first(self, prompts: list[str], firsts: list[str], seconds: list[str]) -> list[float]:
-        raise NotImplementedError
+    def p_first(self, prompts: list[str], firsts: list[str], seconds: list[str], progress: bool = False
+                ) -> list[float]:
+        raise NotImplementedError(f"{type(self).__name__} must implement p_first")
 
     def judge_pairs(self, rows: list[dict], progress: bool = False) -> list[dict]:
         """Verdicts on rows {"prompt", "response_a", "response_b"} (other keys ignored), each asked in both orders.
