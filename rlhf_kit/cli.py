@@ -45,7 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     collect = sub.choices["collect"]
     collect.add_argument("--simulated", action="store_true",
                          help="let the simulated annotator label the pairs (people label in lab 02's widget)")
-    collect.add_argument("--pairs", type=int, default=None, help="number of pairs (default: the preset's)")
+    collect.add_argument("--pairs", type=int, default=None, help="number of pairs (default: the preset's; with "
+                                                                "--judge, the first N of the stage's pairs)")
+    collect.add_argument("--judge", choices=["ai"], default=None,
+                         help="label the stage's pairs with an AI judge against a constitution (lab 07) into "
+                              "labels/ai-<model>.jsonl, resuming where an earlier run stopped")
+    collect.add_argument("--judge-model", default="all-minilm-l6-v2",
+                         choices=["all-minilm-l6-v2", "smollm2-135m-instruct"],
+                         help="the judge's model (default: all-minilm-l6-v2, about 20 s per 1000 pairs on a laptop "
+                              "CPU; smollm2-135m-instruct takes about 15 minutes)")
     course = sub.add_parser("course", help="run every solutions notebook in order in one workspace; print each "
                                            "lab's time, pass/fail and headline figures")
     _add_run_options(course)
@@ -124,6 +132,17 @@ def _build_ppo(ws, overrides: dict, stage: str = "ppo") -> None:
         raise ValueError(str(error)) from error
 
 
+def _collect_with_judge(args, ws) -> int:
+    """`rlhf-kit collect --judge ai`: the `preferences` stage's pairs labelled by the judge (judge.ai_label). The
+    judge's package is checked before anything is built or loaded."""
+    from .judge import ai_label, check_judge, load_judge
+
+    check_judge(args.judge_model)
+    ws.ensure("preferences")
+    _print_metrics(ai_label(ws, load_judge(args.judge_model), n_pairs=args.pairs), args.json)
+    return 0
+
+
 def _course(args) -> int:
     """`rlhf-kit course`: exit status 0 when every lab passed, 1 otherwise."""
     from .course import parse_labs, run_course
@@ -168,11 +187,16 @@ def main(argv: list[str] | None = None) -> int:
         ws.check_home()
         options = {}
         if args.command == "collect":
-            if not args.simulated:
-                raise ValueError("on the command line only the simulated annotator can label: add --simulated. "
-                                 "To label by hand, open lab 02; to label as a class, serve it with Voila (README).")
+            if args.simulated and args.judge:
+                raise ValueError("--simulated and --judge are two different labellers: give one of them.")
+            if not args.simulated and not args.judge:
+                raise ValueError("on the command line only the simulated annotator (--simulated) or an AI judge "
+                                 "(--judge ai) can label. To label by hand, open lab 02; to label as a class, "
+                                 "serve it with Voila (README).")
             if args.pairs is not None and args.pairs < 1:
                 raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
+            if args.judge:
+                return _collect_with_judge(args, ws)
             options["n_pairs"] = args.pairs
         if args.command == "ppo":
             from .configs import PPOConfig
