@@ -373,3 +373,28 @@ def test_the_packaged_smollm2_loads_converts_once_and_judges(tmp_path, monkeypat
     load_pretrained(cache_dir=tmp_path, device=torch.device("cpu"))
     assert weights.stat().st_mtime_ns == mtime and time.perf_counter() - started < 20
     assert judge_module.JUDGES[1] == "smollm2-135m-instruct"
+
+
+def test_a_reward_model_on_ai_labels_keeps_lab_03s_held_out_instructions(micro_rm_ws, tmp_path):
+    from rlhf_kit.judge import ai_reward_model
+    from rlhf_kit.reward import RewardScorer
+
+    path = tmp_path / "ai.jsonl"
+    ai_label(micro_rm_ws, gold_judge(), store_path=path, progress=False)
+    result = ai_reward_model(micro_rm_ws, path, out_dir=tmp_path / "ai-reward")
+    held = {json.loads(line)["prompt"] for line in
+            (micro_rm_ws.require("reward") / "heldout.jsonl").read_text().splitlines()}
+    assert result["n_heldout_pairs"] == micro_rm_ws.metrics("reward")["n_heldout_pairs"]
+    assert 0 < result["n_train_pairs"] < result["n_ai_labels"]                # the held-out instructions left out
+    assert result["human_gold_accuracy"] == micro_rm_ws.metrics("reward")["gold_accuracy"]
+    assert 0.0 <= result["gold_accuracy"] <= 1.0 and held
+    from rlhf_kit.judge import heldout_pairs
+
+    pairs = heldout_pairs(micro_rm_ws)
+    assert pairs and {p["prompt"] for p in pairs} <= held and {"response_a", "response_b"} <= set(pairs[0])
+    scores = RewardScorer(result["path"])(["p"], ["a response."])
+    assert scores.shape == (1,) and torch.isfinite(scores).all()
+    empty = tmp_path / "empty.jsonl"
+    PreferenceStore(empty).record("x", "p", "a", "b", "tie", annotator="ai:x:y")
+    with pytest.raises(ValueError, match="no A/B labels outside the held-out"):
+        ai_reward_model(micro_rm_ws, empty, out_dir=tmp_path / "none")
