@@ -58,10 +58,15 @@ Differences that remain (TRL has no setting for them):
   policy in memory. Both are the SFT weights.
 
 Memory and time: `peak_memory_mib` is `device.PeakMemory` around loading the policy and the reward model, building
-the trainer (TRL: its reference; kit PPO: its value model) and training; on a CPU it is the process's peak resident
-memory over that block, so it includes Python and library allocations and is noisy for the micro model.
-`seconds_per_step` is training time over rollout steps (the kit: the mean of its history's "seconds"; TRL: the
-wall time of `train()` over steps, which includes its setup of the data loader).
+the trainer (TRL: its reference; kit PPO: its value model) and training (TRL's modules are imported before it). On
+a CPU it is the growth of the process's peak resident memory over that block, so at the course's sizes (models of
+a few MB) it is mostly allocator and library state: the first run in a process also pays one-time allocations
+(about 30 MiB more at `ci`), and a later run can reuse memory an earlier one freed without the resident size
+growing (about 1 MiB) unless freed memory is first handed back (`malloc_trim`). On a GPU it is the CUDA
+allocator's peak, which counts tensors only.
+`seconds_per_step` is training time per rollout step: the kit's mean of its history's "seconds" (the whole of
+`step()`), TRL's summed update times over steps (`StepClock`: each update from its start to its end, generation,
+scoring and the optimiser step included; `train()`'s setup and logging not).
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
 
 from .configs import PPOConfig
 from .device import PeakMemory, pick_device
@@ -180,14 +188,37 @@ def _quiet_trl():
             datasets_logging.enable_progress_bar()
 
 
+class StepClock(TrainerCallback):
+    """A TRL trainer's progress bar over the kit's rollout steps, and its clock: `seconds`, the time of each
+    optimiser update from its step's start to its end (its share of generation and scoring included, the data
+    loader's setup and the logging between updates not), so sum(seconds) / steps is comparable with the kit's
+    per-step "seconds"."""
+
+    def __init__(self, config: PPOConfig):
+        self.steps, self.per_step, self.name = config.steps, updates_per_step(config), config.estimator.upper()
+        self.seconds: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=self.steps, desc=f"TRL {self.name}", leave=False)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self.started)
+        self.bar.update(state.global_step // self.per_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
+
+
 def make_trl_trainer(policy, tokenizer, prompts: list[str], reward_func, config: PPOConfig, output_dir):
     """TRL's GRPOTrainer or RLOOTrainer (by `config.estimator`), ready to `train()`: `policy` (loaded from a
     directory, which TRL reloads as the frozen reference) trained on `prompts` (plain text) against `reward_func`
     with `trl_settings(config)` and the kit's CPU-safe arguments (`training.trl_cpu_args`), every update logged
-    (`trainer.state.log_history`), behind one quiet progress bar over rollout steps."""
+    (`trainer.state.log_history`), behind one quiet progress bar over rollout steps (its `StepClock`)."""
     from datasets import Dataset
-    from tqdm.auto import tqdm
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     from .training import trl_cpu_args
@@ -201,23 +232,11 @@ def make_trl_trainer(policy, tokenizer, prompts: list[str], reward_func, config:
     for key, value in schedule.items():          # trl_cpu_args sets the kit's cosine schedule; this one is constant
         setattr(args, key, value)
     args.logging_steps = 1
-    per_step = updates_per_step(config)
-
-    class Progress(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=config.steps, desc=f"TRL {config.estimator.upper()}", leave=False)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(state.global_step // per_step - self.bar.n)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.bar.close()
-
     with _quiet_trl():
         trainer = trainer_cls(model=policy, reward_funcs=reward_func, args=args, processing_class=tokenizer,
                               train_dataset=Dataset.from_dict({"prompt": list(prompts)}))
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(Progress())
+    trainer.add_callback(StepClock(config))
     return trainer
 
 
@@ -271,6 +290,9 @@ def trl_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward:
     updates_per_step, gold, proxy, kl, format_rate, response_length (held-out, `samples_per_prompt` samples per
     prompt), seconds_per_step, peak_memory_mib and memory_method (`device.PeakMemory`), gold_sft, proxy_sft.
     ValueError before anything is loaded for an unknown estimator or reward, or a config TRL cannot follow."""
+    import trl.trainer.grpo_trainer  # noqa: F401  (imported before PeakMemory: TRL's import is not its memory)
+    import trl.trainer.rloo_trainer  # noqa: F401
+
     from .reward import RewardScorer
 
     check_estimator(estimator)
@@ -286,16 +308,15 @@ def trl_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward:
         trainer = make_trl_trainer(policy, tokenizer, prompts,
                                    kit_reward(scorer, tokenizer.eos_token_id, config.no_eos_penalty), config,
                                    output_dir or scratch)
-        started = time.perf_counter()
         with _quiet_trl():
             trainer.train()
-        seconds = time.perf_counter() - started
     if trainer.state.global_step != config.steps * updates_per_step(config):
         raise RuntimeError(f"TRL took {trainer.state.global_step} optimiser steps, expected "
                            f"{config.steps * updates_per_step(config)}: the settings mapping is wrong.")
     trained = trainer.accelerator.unwrap_model(trainer.model).eval()
     measured = _measure(trained, tokenizer, ws, config, samples_per_prompt, scorer)
-    return _row("TRL", config, measured, seconds / config.steps, peak, sft)
+    clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StepClock))
+    return _row("TRL", config, measured, sum(clock.seconds) / config.steps, peak, sft)
 
 
 def kit_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, samples_per_prompt: int = 4,

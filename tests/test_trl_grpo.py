@@ -205,6 +205,8 @@ def test_trl_samples_groups_and_steps_as_the_kit(micro_rm_ws, micro_preset, esti
         groups = [batch[i:i + config.group_size] for i in range(0, len(batch), config.group_size)]
         assert all(len(set(group)) == 1 for group in groups) and len({g[0] for g in groups}) == len(groups)
     assert trainer.state.global_step == config.steps * updates_per_step(config) == config.steps * 4
+    clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, module.StepClock))
+    assert len(clock.seconds) == trainer.state.global_step and all(s > 0 for s in clock.seconds)
 
 
 def test_trl_and_kit_rows_measure_the_same_keys_and_trained_policies(micro_rm_ws, micro_preset):
