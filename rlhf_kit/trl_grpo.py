@@ -20,7 +20,8 @@ minibatch_size responses per update, G = group_size, E = ppo_epochs, one process
     E passes over each batch          num_iterations = E (the slices are reused E times before generating again)
     steps (rollouts)                  max_steps = steps x E x B/M (TRL counts optimiser updates)
     lr, constant, no warm-up          learning_rate = lr, lr_scheduler_type = "constant"
-    AdamW, no weight decay            optim AdamW, weight_decay = 0 (HF's default), betas 0.9 / 0.999
+    AdamW, no weight decay            HF's default optimiser, torch's AdamW ("adamw_torch_fused"): weight_decay 0,
+                                      betas 0.9 / 0.999, eps 1e-8, as the kit's `training.adamw`
     max_grad_norm                     max_grad_norm
     clip_eps                          epsilon (and epsilon_high = epsilon: the same clip both ways)
     beta                              beta
@@ -41,8 +42,10 @@ Differences that remain (TRL has no setting for them):
 
 - RLOO's ratio: TRL 1.16's RLOOTrainer clips one ratio per *response*, exp(sum_t log pi - sum_t log pi_old), and
   averages the clipped objective over responses; the kit (as PPO and GRPO) clips each token's ratio and averages
-  over tokens. On the first update both ratios are 1 and the gradients are the same up to the weighting of each
-  response (TRL: 1 / responses, the kit: its length / tokens); later updates clip differently.
+  over tokens. On the first update both ratios are 1, so TRL's gradient, mean_i A_i sum_t grad log pi, is the
+  kit's, sum_i A_i sum_t grad log pi / tokens, times the mean response length: the same direction, a step about
+  that many times larger unless max_grad_norm clips it. Later updates clip differently (a whole response leaves the
+  clip range at once).
 - Epochs: TRL shuffles a generation batch once and replays the same minibatches in each of the E passes; the kit
   reshuffles per pass.
 - Advantage eps: TRL divides by (std + 1e-4), the kit by (std + 1e-6); both use the sample std (divisor G - 1).

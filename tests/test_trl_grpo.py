@@ -232,3 +232,38 @@ def test_trl_and_kit_rows_measure_the_same_keys_and_trained_policies(micro_rm_ws
     table = rl_table(rows)
     assert list(table.columns) == [*ROW_KEYS, "gold_gain"] and len(table) == 4
     assert table["gold_gain"].tolist() == pytest.approx([r["gold"] - sft["gold"] for r in rows])
+
+
+def test_trl_rloo_first_update_is_the_kits_times_the_mean_length(micro_rm_ws, micro_preset):
+    """The documented consequence: at ratio 1, TRL's RLOO gradient (a mean over responses of each response's
+    summed token gradients) is the kit's per-token RLOO gradient (a mean over tokens) times tokens / responses."""
+    config = micro_config(micro_preset, "rloo", temperature=0.7)
+    policy, tokenizer, rollout = _batch(micro_rm_ws, config.temperature)
+    ends = torch.arange(12, 12 - len(rollout.prompts), -1)[:, None]
+    mask = rollout.mask * (torch.arange(12)[None, :] < ends)
+    advantages = torch.randn(len(mask), generator=torch.Generator().manual_seed(2))
+    trainer = make_trl_trainer(policy, tokenizer, rollout.prompts, kit_reward(lambda p, r: torch.zeros(len(p)),
+                               tokenizer.eos_token_id, None), config, tempfile.mkdtemp())
+    trainer.model.eval()
+
+    def gradient(loss_fn) -> torch.Tensor:
+        policy.zero_grad()
+        loss_fn().backward()
+        return torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None])
+
+    def kit_loss():
+        logprobs = token_logprobs(response_logits(policy, rollout.rows(slice(None)), rollout.prompt_len,
+                                                  config.temperature), rollout.response_ids)
+        return losses.ppo_policy_loss(logprobs, logprobs.detach(), advantages[:, None] * mask, mask, 0.2)[0]
+
+    with torch.no_grad():
+        old = token_logprobs(response_logits(policy, rollout.rows(slice(None)), rollout.prompt_len,
+                                             config.temperature), rollout.response_ids)
+    inputs = {"prompt_ids": rollout.input_ids[:, :rollout.prompt_len],
+              "prompt_mask": rollout.attention_mask[:, :rollout.prompt_len], "completion_ids": rollout.response_ids,
+              "completion_mask": mask, "advantages": advantages, "old_logps": (old * mask).sum(1)}
+    theirs = gradient(lambda: trainer._compute_loss(trainer.model, inputs))
+    kit = gradient(kit_loss)
+    scale = mask.sum().item() / len(mask)
+    assert torch.allclose(theirs, kit * scale, rtol=1e-3, atol=1e-6)
+    assert not torch.allclose(theirs, kit, rtol=1e-2)
