@@ -1,0 +1,353 @@
+"""TRL's `GRPOTrainer` and `RLOOTrainer` beside the kit's GRPO and RLOO (lab 07): the same settings, measured the
+same way.
+
+`trl_rl(ws, estimator)` trains TRL 1.16's GRPOTrainer ("grpo") or RLOOTrainer ("rloo") from the workspace's `sft`
+policy on the world's training prompts against the kit's reward model; `kit_rl(ws, estimator)` does the same with
+the kit's `ppo.PPOTrainer` ("gae": PPO, "grpo", "rloo"). Both then measure the trained policy as labs 05-07 measure
+every policy (`evaluate.score_with_kl`: `samples_per_prompt` samples of each held-out prompt at the evaluation
+temperature, gold, proxy, KL from the SFT policy loaded afresh, format rate, response length), and time and weigh
+the training (`device.PeakMemory` around loading the models, building the trainer and training it), so
+`rl_table(rows)` compares kit PPO / GRPO / RLOO and TRL GRPO / RLOO at equal samples and equal optimiser steps.
+
+How a kit `PPOConfig` maps onto TRL's config (`trl_settings`; B = batch_size responses per step, M =
+minibatch_size responses per update, G = group_size, E = ppo_epochs, one process):
+
+    kit                               TRL (GRPOConfig / RLOOConfig)
+    B responses = B/G prompts x G     num_generations = G; generation_batch_size = B (derived:
+                                      per_device_train_batch_size x steps_per_generation)
+    M responses per update            per_device_train_batch_size = M, gradient_accumulation_steps = 1
+    B/M updates per pass              steps_per_generation = B/M (the generation batch is cut into B/M slices)
+    E passes over each batch          num_iterations = E (the slices are reused E times before generating again)
+    steps (rollouts)                  max_steps = steps x E x B/M (TRL counts optimiser updates)
+    lr, constant, no warm-up          learning_rate = lr, lr_scheduler_type = "constant"
+    AdamW, no weight decay            HF's default optimiser, torch's AdamW ("adamw_torch_fused"): weight_decay 0,
+                                      betas 0.9 / 0.999, eps 1e-8, as the kit's `training.adamw`
+    max_grad_norm                     max_grad_norm
+    clip_eps                          epsilon (and epsilon_high = epsilon: the same clip both ways)
+    beta                              beta
+    temperature, max_new_tokens       temperature (top_p 1, top_k 0: plain sampling), max_completion_length
+    dropout off                       disable_dropout = True
+    group_std (grpo)                  scale_rewards = "group" (True) or "none" (False: Dr. GRPO)
+    token mean per minibatch (grpo)   loss_type = "bnpo": sum over the minibatch's response tokens / their count,
+                                      which with one process and no accumulation is the kit's mean. (TRL's default
+                                      "dapo" divides by the generation batch's tokens / steps_per_generation, the
+                                      average over minibatches; "grpo" averages per response first.)
+    GRPO: beta x k3 per token, loss   use_bias_correction_kl = False (TRL's default multiplies the k3 term by the
+                                      ratio, DeepSeek-V3.2's unbiased gradient; the kit does not)
+    RLOO: beta x k1 sum, in reward    TRL's RLOO always does this (no setting); normalize_advantages = False
+    no_eos_penalty                    the reward function sees `completion_ids`: a completion whose last id is not
+                                      eos gets no_eos_penalty instead of its score, as in the kit
+
+Differences that remain (TRL has no setting for them):
+
+- RLOO's ratio: TRL 1.16's RLOOTrainer clips one ratio per *response*, exp(sum_t log pi - sum_t log pi_old), and
+  averages the clipped objective over responses; the kit (as PPO and GRPO) clips each token's ratio and averages
+  over tokens. On the first update both ratios are 1, so TRL's gradient, mean_i A_i sum_t grad log pi, is the
+  kit's, sum_i A_i sum_t grad log pi / tokens, times the mean response length: the same direction, a step about
+  that many times larger unless max_grad_norm clips it. Later updates clip differently (a whole response leaves the
+  clip range at once).
+- Epochs: TRL shuffles a generation batch once and replays the same minibatches in each of the E passes; the kit
+  reshuffles per pass.
+- Advantage eps: TRL divides by (std + 1e-4), the kit by (std + 1e-6); both use the sample std (divisor G - 1).
+- Positions: TRL's training forward passes give GPT-2 no position ids, so a left-padded prompt is read at positions
+  shifted by its padding (generation counts them from the first real token); the kit passes position ids. The
+  old, new and reference log-probs are all shifted alike, so the ratio stays consistent, but they are not quite
+  those of the policy that sampled. On the course's workspaces this never happens: every training and held-out
+  prompt is the same number of tokens (24 at `ci` seed 0, 20 at `lab` seeds 1 and 2), so none is padded; at
+  `micro` (a 320-token vocabulary) they range from 54 to 61.
+- Sampling streams and prompt order: TRL samples from torch's global generator and shuffles prompts with its own
+  sampler; the kit draws each response from its own seeded stream and shuffles with `random.Random(seed)`.
+- The reference: TRL reloads it from the policy's `config._name_or_path` (the `sft` directory); the kit copies the
+  policy in memory. Both are the SFT weights.
+
+Memory and time: `peak_memory_mib` is `device.PeakMemory` around loading the policy and the reward model, building
+the trainer (TRL: its reference; kit PPO: its value model) and training (TRL's modules are imported before it). On
+a CPU it is the growth of the process's peak resident memory over that block, so at the course's sizes (models of
+a few MB) it is mostly allocator and library state: the first run in a process also pays one-time allocations
+(about 30 MiB more at `ci`), and a later run can reuse memory an earlier one freed without the resident size
+growing (about 1 MiB) unless freed memory is first handed back (`malloc_trim`). On a GPU it is the CUDA
+allocator's peak, which counts tensors only.
+`seconds_per_step` is training time per rollout step: the kit's mean of its history's "seconds" (the whole of
+`step()`), TRL's summed update times over steps (`StepClock`: each update from its start to its end, generation,
+scoring and the optimiser step included; `train()`'s setup and logging not).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from .configs import PPOConfig
+from .device import PeakMemory, pick_device
+from .evaluate import score_with_kl
+from .models import load_causal_lm
+from .world import heldout_prompts, load_world, training_prompts
+
+TRL_ESTIMATORS = ("grpo", "rloo")            # TRL's GRPOTrainer and RLOOTrainer
+KIT_ESTIMATORS = ("gae", "grpo", "rloo")     # the kit's PPOTrainer: PPO, GRPO, RLOO
+GROUP_SIZE = 4                               # responses per prompt of the group estimators, unless a config says
+REWARDS = ("rm",)                            # what the policy is trained against: the workspace's reward model
+MEASURE_KEYS = ("gold", "proxy", "kl", "format_rate", "response_length")
+ROW_KEYS = ("trainer", "estimator", "group_size", "steps", "samples_per_step", "updates_per_step", *MEASURE_KEYS,
+            "seconds_per_step", "peak_memory_mib", "memory_method", "gold_sft", "proxy_sft")
+
+
+def check_estimator(estimator, trainer: str = "TRL") -> None:
+    """A ValueError naming the accepted values when `estimator` is not one `trainer` ("TRL" or "kit") runs."""
+    allowed = TRL_ESTIMATORS if trainer == "TRL" else KIT_ESTIMATORS
+    if estimator not in allowed:
+        other = "" if trainer != "TRL" else " (PPO, 'gae', is the kit's own: TRL 1.16 has no PPO trainer; see kit_rl)"
+        raise ValueError(f"estimator={estimator!r} is not one the {trainer} trainer runs here: "
+                         f"{', '.join(map(repr, allowed))}{other}.")
+
+
+def _check_reward(reward) -> None:
+    if reward not in REWARDS:
+        raise ValueError(f"reward={reward!r} is not available: use one of {', '.join(map(repr, REWARDS))} "
+                         f"(the workspace's reward model).")
+
+
+def default_config(ws, estimator: str = "grpo") -> PPOConfig:
+    """The preset's PPO settings with `estimator`: group_size GROUP_SIZE for "grpo"/"rloo" and 1 for "gae", so
+    every run samples batch_size responses per step and takes the same optimiser steps."""
+    return PPOConfig.from_preset(ws.preset, ws.seed, estimator=estimator,
+                                 group_size=1 if estimator == "gae" else GROUP_SIZE)
+
+
+def updates_per_step(config: PPOConfig) -> int:
+    """Optimiser updates per rollout step: ppo_epochs x batch_size / minibatch_size (the same for kit and TRL)."""
+    return config.ppo_epochs * config.batch_size // config.minibatch_size
+
+
+def trl_settings(config: PPOConfig) -> dict:
+    """TRL config fields (GRPOConfig for estimator "grpo", RLOOConfig for "rloo") that run `config`'s settings:
+    the same samples per step, optimiser updates, learning rate, clip, KL and loss normalisation (the module
+    docstring's table), for one process. `max_steps` counts TRL's optimiser updates: steps x updates_per_step.
+
+    Raises ValueError for a config TRL cannot follow: estimator "gae", GRPO with its KL in the reward or RLOO with it
+    in the loss (TRL fixes each), RLOO with the k3 KL estimate (TRL's RLOO uses k1), or an adaptive KL."""
+    check_estimator(config.estimator)
+    fixed = {"grpo": "loss", "rloo": "reward"}[config.estimator]
+    if config.kl_in != fixed:
+        raise ValueError(f"TRL's {config.estimator.upper()} puts beta's KL in the {fixed}; got kl_in="
+                         f"{config.kl_in!r}. Use kl_in={fixed!r} (the default) to compare with TRL.")
+    if config.estimator == "rloo" and config.kl_estimator != "k1":
+        raise ValueError(f"TRL's RLOO subtracts beta x the k1 KL (log pi - log pi_ref summed over the response) from "
+                         f"the reward; got kl_estimator={config.kl_estimator!r}. Use kl_estimator='k1'.")
+    if config.adaptive_kl:
+        raise ValueError("TRL's GRPO and RLOO have no adaptive KL coefficient: use adaptive_kl=False.")
+    slices = config.batch_size // config.minibatch_size
+    settings = dict(
+        num_generations=config.group_size, per_device_train_batch_size=config.minibatch_size,
+        gradient_accumulation_steps=1, steps_per_generation=slices, num_iterations=config.ppo_epochs,
+        max_steps=config.steps * updates_per_step(config), learning_rate=config.lr, lr_scheduler_type="constant",
+        warmup_steps=0, weight_decay=0.0, max_grad_norm=config.max_grad_norm, beta=config.beta,
+        epsilon=config.clip_eps, temperature=config.temperature, top_p=1.0, top_k=0,
+        max_completion_length=config.max_new_tokens, disable_dropout=True, seed=config.seed,
+    )
+    if config.estimator == "grpo":
+        settings.update(loss_type="bnpo", scale_rewards="group" if config.group_std else "none",
+                        use_bias_correction_kl=False, mask_truncated_completions=False)
+    else:
+        settings.update(normalize_advantages=False)
+    return settings
+
+
+def kit_reward(scorer, eos_token_id: int, no_eos_penalty: float | None):
+    """A TRL reward function, f(prompts=, completions=, completion_ids=, **kw) -> list[float], scoring as the
+    kit's PPOTrainer does: `scorer(prompts, completions)`, and no_eos_penalty instead of the score for a completion
+    whose last token is not eos (TRL's completion_ids end at the first eos, or run to max_completion_length)."""
+
+    def kit_reward_model(prompts, completions, completion_ids, **kwargs) -> list[float]:
+        scores = [float(s) for s in scorer(list(prompts), list(completions))]
+        if no_eos_penalty is None:
+            return scores
+        return [score if ids and ids[-1] == eos_token_id else float(no_eos_penalty)
+                for score, ids in zip(scores, completion_ids)]
+
+    return kit_reward_model
+
+
+@contextmanager
+def _quiet_trl():
+    """Silence what TRL prints that says nothing to a learner (datasets' map bars, transformers' FutureWarning on
+    `is_gradient_checkpointing`)."""
+    from datasets.utils import logging as datasets_logging
+
+    bars = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()
+
+
+class StepClock(TrainerCallback):
+    """A TRL trainer's progress bar over the kit's rollout steps, and its clock: `seconds`, the time of each
+    optimiser update from its step's start to its end (its share of generation and scoring included, the data
+    loader's setup and the logging between updates not), so sum(seconds) / steps is comparable with the kit's
+    per-step "seconds"."""
+
+    def __init__(self, config: PPOConfig):
+        self.steps, self.per_step, self.name = config.steps, updates_per_step(config), config.estimator.upper()
+        self.seconds: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=self.steps, desc=f"TRL {self.name}", leave=False)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self.started)
+        self.bar.update(state.global_step // self.per_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
+
+
+def make_trl_trainer(policy, tokenizer, prompts: list[str], reward_func, config: PPOConfig, output_dir):
+    """TRL's GRPOTrainer or RLOOTrainer (by `config.estimator`), ready to `train()`: `policy` (loaded from a
+    directory, which TRL reloads as the frozen reference) trained on `prompts` (plain text) against `reward_func`
+    with `trl_settings(config)` and the kit's CPU-safe arguments (`training.trl_cpu_args`), every update logged
+    (`trainer.state.log_history`), behind one quiet progress bar over rollout steps (its `StepClock`)."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from .training import trl_cpu_args
+
+    settings = trl_settings(config)
+    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.estimator == "grpo" else (RLOOConfig, RLOOTrainer)
+    common = {k: settings.pop(k) for k in ("max_steps", "per_device_train_batch_size", "learning_rate", "seed")}
+    schedule = {k: settings.pop(k) for k in ("lr_scheduler_type", "warmup_steps")}
+    args = trl_cpu_args(config_cls, policy, output_dir, common["max_steps"], common["per_device_train_batch_size"],
+                        common["learning_rate"], common["seed"], disable_tqdm=True, **settings)
+    for key, value in schedule.items():          # trl_cpu_args sets the kit's cosine schedule; this one is constant
+        setattr(args, key, value)
+    args.logging_steps = 1
+    with _quiet_trl():
+        trainer = trainer_cls(model=policy, reward_funcs=reward_func, args=args, processing_class=tokenizer,
+                              train_dataset=Dataset.from_dict({"prompt": list(prompts)}))
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StepClock(config))
+    return trainer
+
+
+def _measure(policy, tokenizer, ws, config: PPOConfig, samples_per_prompt: int, reward_fn) -> dict:
+    """`evaluate.score_with_kl` of `policy` against the SFT policy loaded afresh: `samples_per_prompt` samples of
+    each held-out prompt at config.eval_temperature, seed config.seed. {MEASURE_KEYS}, rounded."""
+    ref_policy, _ = load_causal_lm(ws.require("sft"), device=next(policy.parameters()).device)
+    prompts = [p for p in heldout_prompts(load_world(ws.require("world"))) for _ in range(samples_per_prompt)]
+    result = score_with_kl(policy, ref_policy, tokenizer, prompts, reward_fn, config.max_new_tokens,
+                           config.eval_temperature, config.seed)
+    return {key: round(float(result[key]), 4) for key in MEASURE_KEYS}
+
+
+def sft_row(ws, samples_per_prompt: int = 4, config: PPOConfig | None = None) -> dict:
+    """The SFT policy measured as `trl_rl` and `kit_rl` measure theirs ({MEASURE_KEYS}; kl is 0): the start every
+    row's gold_sft and proxy_sft come from. `config` gives max_new_tokens, eval_temperature and seed (default: the
+    preset's)."""
+    from .reward import RewardScorer
+
+    config = config or default_config(ws, "gae")
+    policy, tokenizer = load_causal_lm(ws.require("sft"))
+    scorer = RewardScorer(ws.require("reward"), device=next(policy.parameters()).device)
+    return _measure(policy, tokenizer, ws, config, samples_per_prompt, scorer)
+
+
+def _row(trainer: str, config: PPOConfig, measured: dict, seconds_per_step: float, peak: PeakMemory,
+         sft: dict) -> dict:
+    row = {"trainer": trainer, "estimator": config.estimator, "group_size": config.group_size, "steps": config.steps,
+           "samples_per_step": config.batch_size, "updates_per_step": updates_per_step(config), **measured,
+           "seconds_per_step": round(seconds_per_step, 3),
+           "peak_memory_mib": None if peak.mib is None else round(peak.mib, 1), "memory_method": peak.method,
+           "gold_sft": sft["gold"], "proxy_sft": sft["proxy"]}
+    return {key: row[key] for key in ROW_KEYS}
+
+
+def _config_for(ws, estimator: str, config: PPOConfig | None) -> PPOConfig:
+    config = config or default_config(ws, estimator)
+    if config.estimator != estimator:
+        raise ValueError(f"config.estimator={config.estimator!r} but estimator={estimator!r}: pass one config per "
+                         f"run, e.g. default_config(ws, {estimator!r}).")
+    return config
+
+
+def trl_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward: str = "rm",
+           samples_per_prompt: int = 4, sft: dict | None = None, output_dir=None) -> dict:
+    """TRL's GRPOTrainer ("grpo") or RLOOTrainer ("rloo") from the workspace's SFT policy on the world's training
+    prompts against its reward model, with `config`'s settings (default `default_config(ws, estimator)`, mapped by
+    `trl_settings`), measured as the kit measures its own. `sft`: an `sft_row` result (measured here when None).
+
+    Returns a row (ROW_KEYS): trainer "TRL", estimator, group_size, steps (rollouts), samples_per_step,
+    updates_per_step, gold, proxy, kl, format_rate, response_length (held-out, `samples_per_prompt` samples per
+    prompt), seconds_per_step, peak_memory_mib and memory_method (`device.PeakMemory`), gold_sft, proxy_sft.
+    ValueError before anything is loaded for an unknown estimator or reward, or a config TRL cannot follow."""
+    import trl.trainer.grpo_trainer  # noqa: F401  (imported before PeakMemory: TRL's import is not its memory)
+    import trl.trainer.rloo_trainer  # noqa: F401
+
+    from .reward import RewardScorer
+
+    check_estimator(estimator)
+    _check_reward(reward)
+    config = _config_for(ws, estimator, config)
+    trl_settings(config)
+    sft = sft or sft_row(ws, samples_per_prompt, config)
+    prompts = training_prompts(load_world(ws.require("world")))
+    device = pick_device()
+    with tempfile.TemporaryDirectory(prefix="trl-rl-") as scratch, PeakMemory(device) as peak:
+        policy, tokenizer = load_causal_lm(ws.require("sft"), device=device)
+        scorer = RewardScorer(ws.require("reward"), device=device)
+        trainer = make_trl_trainer(policy, tokenizer, prompts,
+                                   kit_reward(scorer, tokenizer.eos_token_id, config.no_eos_penalty), config,
+                                   output_dir or scratch)
+        with _quiet_trl():
+            trainer.train()
+    if trainer.state.global_step != config.steps * updates_per_step(config):
+        raise RuntimeError(f"TRL took {trainer.state.global_step} optimiser steps, expected "
+                           f"{config.steps * updates_per_step(config)}: the settings mapping is wrong.")
+    trained = trainer.accelerator.unwrap_model(trainer.model).eval()
+    measured = _measure(trained, tokenizer, ws, config, samples_per_prompt, scorer)
+    clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StepClock))
+    return _row("TRL", config, measured, sum(clock.seconds) / config.steps, peak, sft)
+
+
+def kit_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, samples_per_prompt: int = 4,
+           reward: str = "rm", sft: dict | None = None) -> dict:
+    """The same row as `trl_rl` for the kit's own `ppo.PPOTrainer` with `estimator` ("gae": PPO with its value
+    model, "grpo", "rloo"), `config` (default `default_config(ws, estimator)`) for config.steps steps, measured the
+    same way; trainer "kit", seconds_per_step the mean of the history's "seconds". ValueError before anything is
+    loaded for an unknown estimator or reward."""
+    from .ppo import PPOTrainer
+
+    check_estimator(estimator, "kit")
+    _check_reward(reward)
+    config = _config_for(ws, estimator, config)
+    sft = sft or sft_row(ws, samples_per_prompt, config)
+    ws.ensure("reward")                   # built before the memory is measured, as trl_rl needs it built too
+    with PeakMemory(pick_device()) as peak:
+        trainer = PPOTrainer.from_workspace(ws, config)
+        history = trainer.train()
+    trainer.close()
+    measured = _measure(trainer.unwrapped_policy, trainer.tokenizer, ws, config, samples_per_prompt,
+                        trainer.reward_fn)
+    return _row("kit", config, measured, sum(s["seconds"] for s in history) / len(history), peak, sft)
+
+
+def rl_table(rows: list[dict]):
+    """A pandas DataFrame of `trl_rl` / `kit_rl` rows (ROW_KEYS columns) plus gold_gain = gold - gold_sft."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows, columns=list(ROW_KEYS))
+    table["gold_gain"] = table["gold"] - table["gold_sft"]
+    return table
