@@ -149,6 +149,15 @@ def _row(result: dict, **fields) -> dict:
     return {**{key: None for key in ROW_KEYS}, **fields, **{key: result[key] for key in keep}}
 
 
+def result_row(result: dict, config: PPOConfig, trainer: str, reward: str, seconds_per_step: float, peak) -> dict:
+    """One row of lab 07's table: `heldout_measurement`'s `result` of a run of `config` by `trainer` ("kit" or
+    "TRL") against `reward`, with its seconds per step and its `device.PeakMemory`."""
+    return _row(result, trainer=trainer, estimator=config.estimator, reward=reward, group_size=config.group_size,
+                steps=config.steps, samples_per_step=config.batch_size,
+                updates_per_step=config.ppo_epochs * config.batch_size // config.minibatch_size,
+                seconds_per_step=seconds_per_step, peak_memory_mib=peak.mib, memory_method=peak.method)
+
+
 def sft_row(ws, samples_per_prompt: int = 4) -> dict:
     """The SFT policy measured by `heldout_measurement` (its KL from itself is 0): the row every run starts from."""
     from .models import load_causal_lm
@@ -174,13 +183,8 @@ def kit_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward:
         history = trainer.train()
     result = heldout_measurement(ws, trainer.unwrapped_policy, trainer.ref_policy, trainer.tokenizer,
                                  samples_per_prompt=samples_per_prompt)
-    updates = config.ppo_epochs * config.batch_size // config.minibatch_size
-    return {**_row(result, trainer="kit", estimator=config.estimator,
-                   reward=reward_name,
-                   group_size=config.group_size, steps=len(history), samples_per_step=config.batch_size,
-                   updates_per_step=updates, seconds_per_step=sum(s["seconds"] for s in history) / len(history),
-                   peak_memory_mib=peak.mib, memory_method=peak.method),
-            "history": [{k: v for k, v in s.items() if k != "samples"} for s in history]}
+    row = result_row(result, config, "kit", reward_name, sum(s["seconds"] for s in history) / len(history), peak)
+    return {**row, "steps": len(history), "history": [{k: v for k, v in s.items() if k != "samples"} for s in history]}
 
 
 def rl_table(rows: list[dict]):

@@ -2,12 +2,13 @@
 same way.
 
 `trl_rl(ws, estimator)` trains TRL 1.16's GRPOTrainer ("grpo") or RLOOTrainer ("rloo") from the workspace's `sft`
-policy on the world's training prompts against the kit's reward model; `kit_rl(ws, estimator)` does the same with
-the kit's `ppo.PPOTrainer` ("gae": PPO, "grpo", "rloo"). Both then measure the trained policy as labs 05-07 measure
-every policy (`evaluate.score_with_kl`: `samples_per_prompt` samples of each held-out prompt at the evaluation
-temperature, gold, proxy, KL from the SFT policy loaded afresh, format rate, response length), and time and weigh
-the training (`device.PeakMemory` around loading the models, building the trainer and training it), so
-`rl_table(rows)` compares kit PPO / GRPO / RLOO and TRL GRPO / RLOO at equal samples and equal optimiser steps.
+policy on the world's training prompts against the kit's reward model (or the verifier); `grpo.kit_rl(ws,
+estimator)` does the same with the kit's `ppo.PPOTrainer` ("gae": PPO, "grpo", "rloo"). Both then measure the
+trained policy as labs 05-07 measure every policy (`grpo.heldout_measurement`: `samples_per_prompt` samples of each
+held-out prompt at the evaluation temperature, gold, proxy, KL from the SFT policy, format rate, response length),
+and time and weigh the training (`device.PeakMemory` around loading the models, building the trainer and training
+it), so `grpo.rl_table(rows)` compares kit PPO / GRPO / RLOO and TRL GRPO / RLOO at equal samples and equal
+optimiser steps.
 
 How a kit `PPOConfig` maps onto TRL's config (`trl_settings`; B = batch_size responses per step, M =
 minibatch_size responses per update, G = group_size, E = ppo_epochs, one process):
@@ -84,39 +85,19 @@ from transformers import TrainerCallback
 
 from .configs import PPOConfig
 from .device import PeakMemory, pick_device
-from .evaluate import score_with_kl
+from .grpo import grpo_config, heldout_measurement, result_row, reward_function
 from .models import load_causal_lm
-from .world import heldout_prompts, load_world, training_prompts
+from .world import load_world, training_prompts
 
 TRL_ESTIMATORS = ("grpo", "rloo")            # TRL's GRPOTrainer and RLOOTrainer
-KIT_ESTIMATORS = ("gae", "grpo", "rloo")     # the kit's PPOTrainer: PPO, GRPO, RLOO
-GROUP_SIZE = 4                               # responses per prompt of the group estimators, unless a config says
-REWARDS = ("rm",)                            # what the policy is trained against: the workspace's reward model
-MEASURE_KEYS = ("gold", "proxy", "kl", "format_rate", "response_length")
-ROW_KEYS = ("trainer", "estimator", "group_size", "steps", "samples_per_step", "updates_per_step", *MEASURE_KEYS,
-            "seconds_per_step", "peak_memory_mib", "memory_method", "gold_sft", "proxy_sft")
 
 
-def check_estimator(estimator, trainer: str = "TRL") -> None:
-    """A ValueError naming the accepted values when `estimator` is not one `trainer` ("TRL" or "kit") runs."""
-    allowed = TRL_ESTIMATORS if trainer == "TRL" else KIT_ESTIMATORS
-    if estimator not in allowed:
-        other = "" if trainer != "TRL" else " (PPO, 'gae', is the kit's own: TRL 1.16 has no PPO trainer; see kit_rl)"
-        raise ValueError(f"estimator={estimator!r} is not one the {trainer} trainer runs here: "
-                         f"{', '.join(map(repr, allowed))}{other}.")
-
-
-def _check_reward(reward) -> None:
-    if reward not in REWARDS:
-        raise ValueError(f"reward={reward!r} is not available: use one of {', '.join(map(repr, REWARDS))} "
-                         f"(the workspace's reward model).")
-
-
-def default_config(ws, estimator: str = "grpo") -> PPOConfig:
-    """The preset's PPO settings with `estimator`: group_size GROUP_SIZE for "grpo"/"rloo" and 1 for "gae", so
-    every run samples batch_size responses per step and takes the same optimiser steps."""
-    return PPOConfig.from_preset(ws.preset, ws.seed, estimator=estimator,
-                                 group_size=1 if estimator == "gae" else GROUP_SIZE)
+def check_estimator(estimator) -> None:
+    """A ValueError naming the accepted values when `estimator` is not one TRL runs here."""
+    if estimator not in TRL_ESTIMATORS:
+        raise ValueError(f"estimator={estimator!r} is not one TRL's trainers run here: "
+                         f"{', '.join(map(repr, TRL_ESTIMATORS))} (PPO, 'gae', is the kit's own: TRL 1.16 has no "
+                         f"PPO trainer; see grpo.kit_rl).")
 
 
 def updates_per_step(config: PPOConfig) -> int:
@@ -243,111 +224,47 @@ def make_trl_trainer(policy, tokenizer, prompts: list[str], reward_func, config:
     return trainer
 
 
-def _measure(policy, tokenizer, ws, config: PPOConfig, samples_per_prompt: int, reward_fn) -> dict:
-    """`evaluate.score_with_kl` of `policy` against the SFT policy loaded afresh: `samples_per_prompt` samples of
-    each held-out prompt at config.eval_temperature, seed config.seed. {MEASURE_KEYS}, rounded."""
-    ref_policy, _ = load_causal_lm(ws.require("sft"), device=next(policy.parameters()).device)
-    prompts = [p for p in heldout_prompts(load_world(ws.require("world"))) for _ in range(samples_per_prompt)]
-    result = score_with_kl(policy, ref_policy, tokenizer, prompts, reward_fn, config.max_new_tokens,
-                           config.eval_temperature, config.seed)
-    return {key: round(float(result[key]), 4) for key in MEASURE_KEYS}
-
-
-def sft_row(ws, samples_per_prompt: int = 4, config: PPOConfig | None = None) -> dict:
-    """The SFT policy measured as `trl_rl` and `kit_rl` measure theirs ({MEASURE_KEYS}; kl is 0): the start every
-    row's gold_sft and proxy_sft come from. `config` gives max_new_tokens, eval_temperature and seed (default: the
-    preset's)."""
-    from .reward import RewardScorer
-
-    config = config or default_config(ws, "gae")
-    policy, tokenizer = load_causal_lm(ws.require("sft"))
-    scorer = RewardScorer(ws.require("reward"), device=next(policy.parameters()).device)
-    return _measure(policy, tokenizer, ws, config, samples_per_prompt, scorer)
-
-
-def _row(trainer: str, config: PPOConfig, measured: dict, seconds_per_step: float, peak: PeakMemory,
-         sft: dict) -> dict:
-    row = {"trainer": trainer, "estimator": config.estimator, "group_size": config.group_size, "steps": config.steps,
-           "samples_per_step": config.batch_size, "updates_per_step": updates_per_step(config), **measured,
-           "seconds_per_step": round(seconds_per_step, 3),
-           "peak_memory_mib": None if peak.mib is None else round(peak.mib, 1), "memory_method": peak.method,
-           "gold_sft": sft["gold"], "proxy_sft": sft["proxy"]}
-    return {key: row[key] for key in ROW_KEYS}
-
-
 def _config_for(ws, estimator: str, config: PPOConfig | None) -> PPOConfig:
-    config = config or default_config(ws, estimator)
+    config = config or grpo_config(ws, estimator)
     if config.estimator != estimator:
         raise ValueError(f"config.estimator={config.estimator!r} but estimator={estimator!r}: pass one config per "
-                         f"run, e.g. default_config(ws, {estimator!r}).")
+                         f"run, e.g. grpo.grpo_config(ws, {estimator!r}).")
     return config
 
 
 def trl_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward: str = "rm",
-           samples_per_prompt: int = 4, sft: dict | None = None, output_dir=None) -> dict:
+           samples_per_prompt: int = 4, output_dir=None) -> dict:
     """TRL's GRPOTrainer ("grpo") or RLOOTrainer ("rloo") from the workspace's SFT policy on the world's training
-    prompts against its reward model, with `config`'s settings (default `default_config(ws, estimator)`, mapped by
-    `trl_settings`), measured as the kit measures its own. `sft`: an `sft_row` result (measured here when None).
-
-    Returns a row (ROW_KEYS): trainer "TRL", estimator, group_size, steps (rollouts), samples_per_step,
-    updates_per_step, gold, proxy, kl, format_rate, response_length (held-out, `samples_per_prompt` samples per
-    prompt), seconds_per_step, peak_memory_mib and memory_method (`device.PeakMemory`), gold_sft, proxy_sft.
-    ValueError before anything is loaded for an unknown estimator or reward, or a config TRL cannot follow."""
+    prompts against `reward` ("rm": its reward model, "verifier": `world.verifier_reward`), with `config`'s settings
+    (default `grpo.grpo_config(ws, estimator)`, mapped by `trl_settings`), measured as the kit measures its own
+    (`grpo.heldout_measurement`). Returns a `grpo.kit_rl`-shaped row: trainer "TRL", `grpo.ROW_KEYS`, "samples";
+    seconds_per_step from TRL's own update timing (`StepClock`), peak_memory_mib around loading the models,
+    building the trainer and training. ValueError before anything is loaded for an unknown estimator or reward,
+    or a config TRL cannot follow."""
     import trl.trainer.grpo_trainer  # noqa: F401  (imported before PeakMemory: TRL's import is not its memory)
     import trl.trainer.rloo_trainer  # noqa: F401
 
     from .reward import RewardScorer
 
     check_estimator(estimator)
-    _check_reward(reward)
+    reward_fn = reward_function(reward)
     config = _config_for(ws, estimator, config)
     trl_settings(config)
-    sft = sft or sft_row(ws, samples_per_prompt, config)
     prompts = training_prompts(load_world(ws.require("world")))
     device = pick_device()
     with tempfile.TemporaryDirectory(prefix="trl-rl-") as scratch, PeakMemory(device) as peak:
         policy, tokenizer = load_causal_lm(ws.require("sft"), device=device)
         scorer = RewardScorer(ws.require("reward"), device=device)
         trainer = make_trl_trainer(policy, tokenizer, prompts,
-                                   kit_reward(scorer, tokenizer.eos_token_id, config.no_eos_penalty), config,
-                                   output_dir or scratch)
+                                   kit_reward(reward_fn or scorer, tokenizer.eos_token_id, config.no_eos_penalty),
+                                   config, output_dir or scratch)
         with _quiet_trl():
             trainer.train()
     if trainer.state.global_step != config.steps * updates_per_step(config):
         raise RuntimeError(f"TRL took {trainer.state.global_step} optimiser steps, expected "
                            f"{config.steps * updates_per_step(config)}: the settings mapping is wrong.")
     trained = trainer.accelerator.unwrap_model(trainer.model).eval()
-    measured = _measure(trained, tokenizer, ws, config, samples_per_prompt, scorer)
+    ref_policy, _ = load_causal_lm(ws.require("sft"), device=device)
+    measured = heldout_measurement(ws, trained, ref_policy, tokenizer, scorer, samples_per_prompt)
     clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StepClock))
-    return _row("TRL", config, measured, sum(clock.seconds) / config.steps, peak, sft)
-
-
-def kit_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, samples_per_prompt: int = 4,
-           reward: str = "rm", sft: dict | None = None) -> dict:
-    """The same row as `trl_rl` for the kit's own `ppo.PPOTrainer` with `estimator` ("gae": PPO with its value
-    model, "grpo", "rloo"), `config` (default `default_config(ws, estimator)`) for config.steps steps, measured the
-    same way; trainer "kit", seconds_per_step the mean of the history's "seconds". ValueError before anything is
-    loaded for an unknown estimator or reward."""
-    from .ppo import PPOTrainer
-
-    check_estimator(estimator, "kit")
-    _check_reward(reward)
-    config = _config_for(ws, estimator, config)
-    sft = sft or sft_row(ws, samples_per_prompt, config)
-    ws.ensure("reward")                   # built before the memory is measured, as trl_rl needs it built too
-    with PeakMemory(pick_device()) as peak:
-        trainer = PPOTrainer.from_workspace(ws, config)
-        history = trainer.train()
-    trainer.close()
-    measured = _measure(trainer.unwrapped_policy, trainer.tokenizer, ws, config, samples_per_prompt,
-                        trainer.reward_fn)
-    return _row("kit", config, measured, sum(s["seconds"] for s in history) / len(history), peak, sft)
-
-
-def rl_table(rows: list[dict]):
-    """A pandas DataFrame of `trl_rl` / `kit_rl` rows (ROW_KEYS columns) plus gold_gain = gold - gold_sft."""
-    import pandas as pd
-
-    table = pd.DataFrame(rows, columns=list(ROW_KEYS))
-    table["gold_gain"] = table["gold"] - table["gold_sft"]
-    return table
+    return result_row(measured, config, "TRL", reward, sum(clock.seconds) / config.steps, peak)

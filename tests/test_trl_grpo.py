@@ -8,21 +8,11 @@ import torch
 from rlhf_kit import losses
 from rlhf_kit import trl_grpo as module
 from rlhf_kit.configs import PPOConfig
+from rlhf_kit.grpo import ROW_KEYS, grpo_config, kit_rl, rl_table, sft_row
 from rlhf_kit.models import load_causal_lm
 from rlhf_kit.ppo import response_logits, token_logprobs
 from rlhf_kit.sampling import row_seeds, sample
-from rlhf_kit.trl_grpo import (
-    ROW_KEYS,
-    default_config,
-    kit_reward,
-    kit_rl,
-    make_trl_trainer,
-    rl_table,
-    sft_row,
-    trl_rl,
-    trl_settings,
-    updates_per_step,
-)
+from rlhf_kit.trl_grpo import kit_reward, make_trl_trainer, trl_rl, trl_settings, updates_per_step
 from rlhf_kit.world import load_world, training_prompts
 
 
@@ -72,7 +62,7 @@ def test_trl_settings_build_trls_own_configs():
 
 
 def test_configs_trl_cannot_follow_are_refused():
-    with pytest.raises(ValueError, match=r"estimator='gae' is not one the TRL trainer runs here: 'grpo', 'rloo' "
+    with pytest.raises(ValueError, match=r"estimator='gae' is not one TRL's trainers run here: 'grpo', 'rloo' "
                                          r"\(PPO, 'gae', is the kit's own"):
         trl_settings(PPOConfig(estimator="gae"))
     with pytest.raises(ValueError, match=r"TRL's GRPO puts beta's KL in the loss; got kl_in='reward'"):
@@ -90,17 +80,16 @@ def test_bad_estimator_or_reward_is_refused_before_anything_is_loaded(micro_rm_w
         raise AssertionError("a model was loaded: the arguments were checked too late")
 
     monkeypatch.setattr(module, "load_causal_lm", no_loading)
-    with pytest.raises(ValueError, match=r"estimator='ppo' is not one the TRL trainer runs here: 'grpo', 'rloo'"):
+    with pytest.raises(ValueError, match=r"estimator='ppo' is not one TRL's trainers run here: 'grpo', 'rloo'"):
         trl_rl(micro_rm_ws, "ppo")
-    with pytest.raises(ValueError, match=r"estimator='gae' is not one the TRL trainer"):
+    with pytest.raises(ValueError, match=r"estimator='gae' is not one TRL's trainers run here"):
         trl_rl(micro_rm_ws, "gae")
-    with pytest.raises(ValueError, match=r"estimator='dpo' is not one the kit trainer runs here: 'gae', 'grpo', "
-                                         r"'rloo'"):
+    with pytest.raises(ValueError, match=r"PPOConfig.estimator must be one of gae, grpo, rloo"):
         kit_rl(micro_rm_ws, "dpo")
-    with pytest.raises(ValueError, match=r"reward='gold' is not available: use one of 'rm'"):
+    with pytest.raises(ValueError, match=r"reward must be one of rm, verifier"):
         trl_rl(micro_rm_ws, "grpo", reward="gold")
     with pytest.raises(ValueError, match=r"config.estimator='rloo' but estimator='grpo'"):
-        trl_rl(micro_rm_ws, "grpo", config=default_config(micro_rm_ws, "rloo"))
+        trl_rl(micro_rm_ws, "grpo", config=grpo_config(micro_rm_ws, "rloo"))
 
 
 def test_kit_reward_gives_the_no_eos_penalty_as_the_kit_does():
@@ -215,23 +204,24 @@ def test_trl_and_kit_rows_measure_the_same_keys_and_trained_policies(micro_rm_ws
     no_eos_penalty off and a larger lr, because at micro size every response runs out of tokens, so with the
     penalty every group's rewards tie and nothing is learned)."""
     sft = sft_row(micro_rm_ws)
-    assert sft["kl"] == 0 and set(sft) == set(module.MEASURE_KEYS)
+    assert sft["kl"] == 0 and sft["trainer"] == "SFT"
     rows = []
-    for trainer, estimator in (("TRL", "grpo"), ("TRL", "rloo"), ("kit", "gae"), ("kit", "rloo")):
+    runs = (("TRL", "grpo", "rm"), ("TRL", "rloo", "verifier"), ("kit", "gae", "rm"), ("kit", "rloo", "rm"))
+    for trainer, estimator, reward in runs:
         config = micro_config(micro_preset, estimator, steps=1, lr=1e-3, no_eos_penalty=None)
         run = trl_rl if trainer == "TRL" else kit_rl
-        rows.append(run(micro_rm_ws, estimator, config, sft=sft))
-    for row, (trainer, estimator) in zip(rows, (("TRL", "grpo"), ("TRL", "rloo"), ("kit", "gae"), ("kit", "rloo"))):
-        assert list(row) == list(ROW_KEYS) and (row["trainer"], row["estimator"]) == (trainer, estimator)
+        rows.append(run(micro_rm_ws, estimator, config, reward=reward))
+    for row, (trainer, estimator, reward) in zip(rows, runs):
+        assert set(ROW_KEYS) <= set(row) and (row["trainer"], row["estimator"], row["reward"]) == (trainer, estimator,
+                                                                                                 reward)
         assert (row["steps"], row["samples_per_step"], row["updates_per_step"]) == (1, 16, 4)
         for key in ("gold", "proxy", "kl", "format_rate", "response_length", "seconds_per_step"):
             assert isinstance(row[key], float) and math.isfinite(row[key]), (row, key)
         assert row["kl"] != 0, row
-        assert row["seconds_per_step"] > 0 and (row["gold_sft"], row["proxy_sft"]) == (sft["gold"], sft["proxy"])
+        assert row["seconds_per_step"] > 0 and len(row["samples"]) == len(sft["samples"])
         assert row["memory_method"] == "unavailable" or row["peak_memory_mib"] > 0
-    table = rl_table(rows)
-    assert list(table.columns) == [*ROW_KEYS, "gold_gain"] and len(table) == 4
-    assert table["gold_gain"].tolist() == pytest.approx([r["gold"] - sft["gold"] for r in rows])
+    table = rl_table([sft, *rows])
+    assert list(table.index) == ["SFT", "TRL grpo", "TRL rloo", "kit gae", "kit rloo"]
 
 
 def test_trl_rloo_first_update_is_the_kits_times_the_mean_length(micro_rm_ws, micro_preset):
