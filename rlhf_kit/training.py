@@ -13,6 +13,8 @@ The contract, for pretraining, SFT, the reward model, PPO and the trainers to co
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
@@ -104,3 +106,23 @@ def run_steps(step: Callable[[], dict], steps: int, callback: Callable | None = 
         if callback is not None:
             callback(done[-1]["step"], **{k: v for k, v in done[-1].items() if k != "step"})
     return done
+
+
+@contextmanager
+def quiet_trl():
+    """Silence what TRL's trainers print that says nothing to a learner: datasets' map progress bars ("Adding EOS
+    to train dataset", "Tokenizing train dataset", ...) and the FutureWarning transformers raises on TRL's every
+    loss ("`is_gradient_checkpointing` is deprecated ..."). Used around building and training TRL's DPO, GRPO and
+    RLOO trainers."""
+    from datasets.utils import logging as datasets_logging
+
+    bars = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()

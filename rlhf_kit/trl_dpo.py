@@ -44,15 +44,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
-from contextlib import contextmanager
 from typing import Callable
 
 from .configs import DPOConfig
 from .dpo import PAIR_COLUMNS, DPOTrainer, check_pairs, total_steps, workspace_pairs
 from .models import load_causal_lm
 from .sft import _context_limit
-from .training import tail_mean, trl_cpu_args
+from .training import quiet_trl, tail_mean, trl_cpu_args
 from .world import heldout_prompts, load_world
 
 # TRL 1.16's DPOConfig.loss_type values, each run one step on the CPU with the micro GPT-2 (tests/test_trl_dpo.py).
@@ -97,23 +95,6 @@ def _config(ws, beta=None, epochs=None, lr=None, seed=None, **fields) -> DPOConf
     return DPOConfig.from_preset(ws.preset, ws.seed if seed is None else seed, **overrides, **fields)
 
 
-@contextmanager
-def _quiet_trl():
-    """Silence what TRL prints that says nothing to a learner: datasets' map progress bars ("Adding EOS to train
-    dataset", "Tokenizing train dataset", "Dropping fully truncated examples from train dataset") and the
-    FutureWarning transformers raises on TRL's every loss ("`is_gradient_checkpointing` is deprecated ...")."""
-    from datasets.utils import logging as datasets_logging
-
-    bars = datasets_logging.is_progress_bar_enabled()
-    datasets_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
-                                    category=FutureWarning)
-            yield
-    finally:
-        if bars:
-            datasets_logging.enable_progress_bar()
 
 
 def make_trl_trainer(policy, ref_policy, tokenizer, rows: list[dict], config: DPOConfig, loss_type: str = "sigmoid",
@@ -160,7 +141,7 @@ def make_trl_trainer(policy, ref_policy, tokenizer, rows: list[dict], config: DP
             self.bar.close()
 
     dataset = Dataset.from_list([{k: row[k] for k in PAIR_COLUMNS} for row in rows])
-    with _quiet_trl():
+    with quiet_trl():
         trainer = TRLDPOTrainer(model=policy, ref_model=ref_policy, args=args, train_dataset=dataset,
                                 processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)       # with disable_tqdm, the Trainer's printer of every log dict
@@ -208,7 +189,7 @@ def trl_dpo(ws, loss_type: str = "sigmoid", beta: float | None = None, epochs: i
     with tempfile.TemporaryDirectory(prefix="trl-dpo-") as scratch:
         trainer = make_trl_trainer(policy, ref_policy, tokenizer, train_rows, config, loss_type,
                                    output_dir=output_dir or scratch, callback=callback)
-        with _quiet_trl():
+        with quiet_trl():
             trainer.train()
     seconds = time.perf_counter() - started
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]

@@ -77,8 +77,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
-from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -87,6 +85,7 @@ from .configs import PPOConfig
 from .device import PeakMemory, pick_device
 from .grpo import grpo_config, heldout_measurement, result_row, reward_function
 from .models import load_causal_lm
+from .training import quiet_trl, trl_cpu_args
 from .world import load_world, training_prompts
 
 TRL_ESTIMATORS = ("grpo", "rloo")            # TRL's GRPOTrainer and RLOOTrainer
@@ -154,22 +153,6 @@ def kit_reward(scorer, eos_token_id: int, no_eos_penalty: float | None):
     return kit_reward_model
 
 
-@contextmanager
-def _quiet_trl():
-    """Silence what TRL prints that says nothing to a learner (datasets' map bars, transformers' FutureWarning on
-    `is_gradient_checkpointing`)."""
-    from datasets.utils import logging as datasets_logging
-
-    bars = datasets_logging.is_progress_bar_enabled()
-    datasets_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
-                                    category=FutureWarning)
-            yield
-    finally:
-        if bars:
-            datasets_logging.enable_progress_bar()
 
 
 class StepClock(TrainerCallback):
@@ -205,7 +188,6 @@ def make_trl_trainer(policy, tokenizer, prompts: list[str], reward_func, config:
     from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from .training import trl_cpu_args
 
     settings = trl_settings(config)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.estimator == "grpo" else (RLOOConfig, RLOOTrainer)
@@ -216,7 +198,7 @@ def make_trl_trainer(policy, tokenizer, prompts: list[str], reward_func, config:
     for key, value in schedule.items():          # trl_cpu_args sets the kit's cosine schedule; this one is constant
         setattr(args, key, value)
     args.logging_steps = 1
-    with _quiet_trl():
+    with quiet_trl():
         trainer = trainer_cls(model=policy, reward_funcs=reward_func, args=args, processing_class=tokenizer,
                               train_dataset=Dataset.from_dict({"prompt": list(prompts)}))
     trainer.remove_callback(PrinterCallback)
@@ -258,7 +240,7 @@ def trl_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward:
         trainer = make_trl_trainer(policy, tokenizer, prompts,
                                    kit_reward(reward_fn or scorer, tokenizer.eos_token_id, config.no_eos_penalty),
                                    config, output_dir or scratch)
-        with _quiet_trl():
+        with quiet_trl():
             trainer.train()
     if trainer.state.global_step != config.steps * updates_per_step(config):
         raise RuntimeError(f"TRL took {trainer.state.global_step} optimiser steps, expected "

@@ -106,9 +106,10 @@ def test_steps_record_every_stat_and_the_first_ratio_is_exactly_one(micro_rm_ws,
     assert torch.equal(next(reloaded.parameters()), first.detach().cpu())
 
 
-def test_ppo_runs_the_losses_it_is_given(micro_rm_ws):
-    """Lab 04 trains on the learner's own functions: every one passed in is called, and the trainer says whose."""
+def counted_losses() -> tuple[PPOLosses, list[str]]:
+    """Every one of the trainer's functions, the reference's, wrapped to append its name to `calls` when called."""
     from rlhf_kit import losses
+    from rlhf_kit.ppo import LOSS_FUNCTIONS
 
     calls = []
 
@@ -118,8 +119,12 @@ def test_ppo_runs_the_losses_it_is_given(micro_rm_ws):
             return fn(*args, **kwargs)
         return wrapper
 
-    mine = PPOLosses(**{name: counted(getattr(losses, name)) for name in
-                        ("kl_penalized_rewards", "gae", "ppo_policy_loss", "value_loss")})
+    return PPOLosses(**{name: counted(getattr(losses, name)) for name in LOSS_FUNCTIONS}), calls
+
+
+def test_ppo_runs_the_losses_it_is_given(micro_rm_ws):
+    """Lab 04 trains on the learner's own functions: every one passed in is called, and the trainer says whose."""
+    mine, calls = counted_losses()
     trainer = PPOTrainer.from_workspace(micro_rm_ws, PPOConfig(**TINY), losses=mine)
     trainer.step()
     assert set(calls) == {"kl_penalized_rewards", "gae", "ppo_policy_loss", "value_loss"}
@@ -134,19 +139,7 @@ def test_grpo_and_rloo_run_the_same_update_with_group_advantages_and_no_critic(m
     """Lab 07: GRPO and RLOO are PPO's trainer with another advantage estimator: no value model is built or
     trained, each batch holds batch_size // group_size prompts group_size times in a row, each response's tokens
     share one advantage, and each prompt's advantages sum to zero."""
-    from rlhf_kit import losses
-
-    calls = []
-
-    def counted(fn):
-        def wrapper(*args, **kwargs):
-            calls.append(fn.__name__)
-            return fn(*args, **kwargs)
-        return wrapper
-
-    mine = PPOLosses(**{name: counted(getattr(losses, name)) for name in
-                        ("kl_penalized_rewards", "gae", "ppo_policy_loss", "value_loss", "group_relative_advantages",
-                         "rloo_advantages")})
+    mine, calls = counted_losses()
     config = PPOConfig(**{**TINY, "batch_size": 8, "minibatch_size": 4}, estimator=estimator, group_size=4)
     trainer = PPOTrainer.from_workspace(micro_rm_ws, config, losses=mine)
     assert trainer.value_model is None

@@ -12,6 +12,7 @@ from rlhf_kit.grpo import ROW_KEYS, grpo_config, kit_rl, rl_table, sft_row
 from rlhf_kit.models import load_causal_lm
 from rlhf_kit.ppo import response_logits, token_logprobs
 from rlhf_kit.sampling import row_seeds, sample
+from rlhf_kit.training import quiet_trl
 from rlhf_kit.trl_grpo import kit_reward, make_trl_trainer, trl_rl, trl_settings, updates_per_step
 from rlhf_kit.world import load_world, training_prompts
 
@@ -186,7 +187,7 @@ def test_trl_samples_groups_and_steps_as_the_kit(micro_rm_ws, micro_preset, esti
     policy, tokenizer = load_causal_lm(micro_rm_ws.require("sft"))
     prompts = training_prompts(load_world(micro_rm_ws.require("world")))
     trainer = make_trl_trainer(policy, tokenizer, prompts, recording, config, tempfile.mkdtemp())
-    with module._quiet_trl():
+    with quiet_trl():
         trainer.train()
     assert len(calls) == config.steps
     for batch in calls:
