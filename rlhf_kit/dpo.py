@@ -42,6 +42,7 @@ from .configs import DPOConfig
 from .device import autocast, seed_everything
 from .evaluate import score_with_kl
 from .models import check_tokenizer, disable_dropout, load_causal_lm
+from .reward import heldout_rows
 from .sft import _context_limit, collate, tokenize_demo
 from .training import adamw, batches, optimizer_step, run_steps, tail_mean
 from .world import gold_reward, heldout_prompts, load_world
@@ -98,8 +99,7 @@ def workspace_pairs(ws, extra_stores=()) -> tuple[list[dict], list[dict]]:
     model and lab 03's explicit one are measured on the same pairs and trained on none of them."""
     rows = gather_pairs(ws, extra_stores)
     check_pairs(rows)
-    path = ws.require("reward") / "heldout.jsonl"
-    heldout = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    heldout = heldout_rows(ws)
     check_pairs(heldout)
     held_prompts = {row["prompt"] for row in heldout}
     return [r for r in rows if r["prompt"] not in held_prompts], heldout

@@ -443,11 +443,10 @@ def heldout_pairs(ws) -> list[dict]:
     """The workspace's candidate pairs ({"pair_id", "prompt", "response_a", "response_b"}, `collect.load_pairs`)
     whose instruction is held out of lab 03's reward model (the `reward` stage's heldout.jsonl): the pairs every
     judge of lab 07 is measured on."""
-    import json
-
     from .collect import load_pairs
+    from .reward import heldout_rows
 
-    held = {json.loads(line)["prompt"] for line in (ws.require("reward") / "heldout.jsonl").read_text().splitlines()}
+    held = {row["prompt"] for row in heldout_rows(ws)}
     return [pair for pair in load_pairs(ws) if pair["prompt"] in held]
 
 
@@ -461,12 +460,10 @@ def ai_reward_model(ws, store_path, out_dir=None) -> dict:
     Returns the `reward` stage's metrics for it (gold_accuracy: held-out pairs ordered like the gold reward, ...)
     plus "path", "n_ai_labels" (A/B labels in the store), and "human_gold_accuracy" / "human_n_train_pairs":
     lab 03's reward model's, for the comparison."""
-    import json
+    from .reward import heldout_rows, train_and_save
 
-    from .reward import train_and_save
-
-    heldout_rows = [json.loads(line) for line in (ws.require("reward") / "heldout.jsonl").read_text().splitlines()]
-    held = {row["prompt"] for row in heldout_rows}
+    heldout = heldout_rows(ws)
+    held = {row["prompt"] for row in heldout}
     dataset, _ = PreferenceStore(store_path).export()
     rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in dataset]
     train_rows = [row for row in rows if row["prompt"] not in held]
@@ -474,7 +471,7 @@ def ai_reward_model(ws, store_path, out_dir=None) -> dict:
         raise ValueError(f"{store_path} holds no A/B labels outside the held-out instructions: label pairs with "
                          f"ai_label(ws, judge) (or `rlhf-kit collect --judge ai`) first.")
     out_dir = Path(out_dir) if out_dir is not None else ws.root / "ai-reward"
-    metrics = train_and_save(ws, train_rows, heldout_rows, out_dir)
+    metrics = train_and_save(ws, train_rows, heldout, out_dir)
     human = ws.metrics("reward")
     return {**metrics, "path": str(out_dir), "n_ai_labels": len(rows),
             "human_gold_accuracy": human["gold_accuracy"], "human_n_train_pairs": human["n_train_pairs"]}

@@ -297,8 +297,8 @@ class PPOTrainer:
             per_response, _ = fns.group_relative_advantages(every, cfg.group_size, cfg.group_std)
         else:
             per_response = fns.rloo_advantages(every, cfg.group_size)
-        groups = losses._groups(every, cfg.group_size)
-        self._zero_std_groups = (groups == groups[:, :1]).all(1).float().mean().item()
+        # recorded from the reference's stats, whichever functions the run uses (a learner's may return none)
+        self._zero_std_groups = losses.group_relative_advantages(every, cfg.group_size)[1]["zero_std_groups"].item()
         start, end = self.dist.shard(cfg.batch_size)
         advantages = per_response[start:end].to(kl.dtype).unsqueeze(1) * batch.mask
         return kl, advantages, torch.zeros_like(advantages)

@@ -220,6 +220,13 @@ def train_and_save(ws, train_rows: list[dict], heldout_rows: list[dict], out_dir
             "reward_mean": mean, "reward_std": std, "train_seconds": round(train_seconds, 2)}
 
 
+def heldout_rows(ws) -> list[dict]:
+    """The `reward` stage's held-out pairs ({"prompt", "chosen", "rejected"}, its heldout.jsonl): whole instructions
+    no reward model trained on. DPO (lab 06) and the AI-label reward model and judges (lab 07) hold out the same."""
+    path = ws.require("reward") / "heldout.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def normalisation(model, tokenizer, ws) -> tuple[float, float]:
     """Mean and std of the raw reward on SFT samples for the held-out instructions (what PPO will start from)."""
     policy, policy_tokenizer = load_causal_lm(ws.require("sft"))

@@ -115,6 +115,19 @@ def _batch(micro_rm_ws, temperature, rows=6):
     return policy, tokenizer, rollout
 
 
+def _trl_loss(policy, tokenizer, rollout, config, mask, advantages, **logps) -> torch.Tensor:
+    """TRL's loss (`_compute_loss`, no gradient) on the rollout's tokens with `mask`, `advantages` and the old and
+    reference log-probabilities `logps` under TRL's names for them, by the trainer `make_trl_trainer` builds."""
+    trainer = make_trl_trainer(policy, tokenizer, rollout.prompts, kit_reward(lambda p, r: torch.zeros(len(p)),
+                               tokenizer.eos_token_id, None), config, tempfile.mkdtemp())
+    trainer.model.eval()
+    inputs = {"prompt_ids": rollout.input_ids[:, :rollout.prompt_len],
+              "prompt_mask": rollout.attention_mask[:, :rollout.prompt_len],
+              "completion_ids": rollout.response_ids, "completion_mask": mask, "advantages": advantages, **logps}
+    with torch.no_grad():
+        return trainer._compute_loss(trainer.model, inputs)
+
+
 def test_trl_grpo_loss_is_the_kits_on_the_same_batch(micro_rm_ws, micro_preset):
     """With trl_settings (bnpo, no KL bias correction, epsilon = clip_eps, the temperature in the log-probs),
     TRL's GRPO loss on one minibatch equals the kit's: ppo_policy_loss + beta x the token mean of k3, with ratios
@@ -133,15 +146,8 @@ def test_trl_grpo_loss_is_the_kits_on_the_same_batch(micro_rm_ws, micro_preset):
     kit = losses.ppo_policy_loss(logprobs, old, advantages[:, None] * mask, mask, config.clip_eps)[0] \
         + config.beta * losses._masked_mean(losses.kl_estimate(logprobs, ref, "k3"), mask)
 
-    trainer = make_trl_trainer(policy, tokenizer, rollout.prompts, kit_reward(lambda p, r: torch.zeros(len(p)),
-                               tokenizer.eos_token_id, None), config, tempfile.mkdtemp())
-    trainer.model.eval()
-    inputs = {"prompt_ids": rollout.input_ids[:, :rollout.prompt_len],
-              "prompt_mask": rollout.attention_mask[:, :rollout.prompt_len],
-              "completion_ids": rollout.response_ids, "completion_mask": mask, "advantages": advantages,
-              "old_per_token_logps": old, "ref_per_token_logps": ref}
-    with torch.no_grad():
-        theirs = trainer._compute_loss(trainer.model, inputs)
+    theirs = _trl_loss(policy, tokenizer, rollout, config, mask, advantages, old_per_token_logps=old,
+                       ref_per_token_logps=ref)
     assert theirs.item() == pytest.approx(kit.item(), rel=1e-5, abs=1e-6)
 
 
@@ -160,15 +166,7 @@ def test_trl_rloo_clips_one_ratio_per_response(micro_rm_ws, micro_preset):
     ratio = torch.exp((logprobs * mask).sum(1) - old_sums)
     expected = -torch.min(ratio * advantages, ratio.clamp(0.8, 1.2) * advantages).mean()
 
-    trainer = make_trl_trainer(policy, tokenizer, rollout.prompts, kit_reward(lambda p, r: torch.zeros(len(p)),
-                               tokenizer.eos_token_id, None), config, tempfile.mkdtemp())
-    trainer.model.eval()
-    inputs = {"prompt_ids": rollout.input_ids[:, :rollout.prompt_len],
-              "prompt_mask": rollout.attention_mask[:, :rollout.prompt_len],
-              "completion_ids": rollout.response_ids, "completion_mask": mask, "advantages": advantages,
-              "old_logps": old_sums}
-    with torch.no_grad():
-        theirs = trainer._compute_loss(trainer.model, inputs)
+    theirs = _trl_loss(policy, tokenizer, rollout, config, mask, advantages, old_logps=old_sums)
     assert theirs.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
