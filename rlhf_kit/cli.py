@@ -10,8 +10,9 @@ import sys
 from typing import Callable
 
 from .configs import DPO_LOSSES
+from .leaderboard import JUDGES, POLICIES
 from .presets import PRESETS
-from .workspace import Workspace, WorkspaceError, check_seed
+from .workspace import STAGES, Workspace, WorkspaceError, check_seed
 
 # subcommand -> (workspace stage it (re)builds, help)
 TRAINING = {
@@ -54,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
                          choices=["all-minilm-l6-v2", "smollm2-135m-instruct"],
                          help="the judge's model (default: all-minilm-l6-v2, about 20 s per 1000 pairs on a laptop "
                               "CPU; smollm2-135m-instruct takes about 15 minutes)")
+    build = sub.add_parser("build", help="build one workspace stage (and what it needs), e.g. hacked (PPO at beta 0), "
+                                         "ai-reward or grpo-ai, which lab 08 ranks")
+    build.add_argument("stage", help="the stage: " + ", ".join(STAGES))
+    _add_run_options(build)
+    evaluate = sub.add_parser("eval", help="rank every policy built in this workspace on one leaderboard (lab 08): "
+                                           "rating with its 95%% interval, gold, proxy, KL, length, diversity, "
+                                           "alignment tax, win rate against SFT")
+    _add_run_options(evaluate)
+    evaluate.add_argument("--policies", default=None, help="comma-separated, from: " + ", ".join(POLICIES)
+                          + " (default: all; the missing ones are listed with the command that builds them)")
+    evaluate.add_argument("--judges", default=None, help="comma-separated, from: " + ", ".join(JUDGES)
+                          + " (default: all; the labeller is always used, for the rating)")
+    evaluate.add_argument("--samples", type=int, default=4, help="answers per held-out instruction (default 4)")
     course = sub.add_parser("course", help="run every solutions notebook in order in one workspace; print each "
                                            "lab's time, pass/fail and headline figures")
     _add_run_options(course)
@@ -163,6 +177,36 @@ def _course(args) -> int:
     return 0 if result["passed"] else 1
 
 
+def _names(text: str | None, known, flag: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if not names or unknown:
+        raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from "
+                         f"{', '.join(known)}.")
+    return names
+
+
+def _eval(args, ws) -> int:
+    """`rlhf-kit eval`: the leaderboard of what exists; nothing is built but the missing policies are listed."""
+    from .leaderboard import export, leaderboard, leaderboard_frame, summary_json
+
+    policies = _names(args.policies, POLICIES, "--policies")
+    judges = _names(args.judges, JUDGES, "--judges")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {args.samples}.")
+    board = leaderboard(ws, policies, judges, samples_per_prompt=args.samples, progress=not args.json)
+    paths = export(board, ws=ws)
+    summary = summary_json(board)
+    if args.json:
+        print(json.dumps({**summary, "files": {k: str(v) for k, v in paths.items()}}))
+    else:
+        print(leaderboard_frame(board).to_string())
+        print(f"written: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -182,9 +226,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "course":
             return _course(args)
-        stage = TRAINING[args.command][0]
         ws = Workspace(args.preset, args.workspace, None if args.seed is None else check_seed(args.seed, "--seed"))
         ws.check_home()
+        if args.command == "eval":
+            return _eval(args, ws)
+        if args.command == "build":
+            if args.stage not in STAGES:
+                raise ValueError(f"unknown stage {args.stage!r}; the stages are: {', '.join(STAGES)}.")
+            ws.build(args.stage)
+            _print_metrics(ws.metrics(args.stage), args.json)
+            return 0
+        stage = TRAINING[args.command][0]
         options = {}
         if args.command == "collect":
             if args.simulated and args.judge:

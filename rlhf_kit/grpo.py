@@ -71,6 +71,19 @@ def build(ws, out_dir: Path, callback: Callable | None = None, losses: PPOLosses
             "config": asdict(config)}
 
 
+def build_ai(ws, out_dir: Path, callback: Callable | None = None, **overrides) -> dict:
+    """Workspace stage `grpo-ai`: lab 07's last run, GRPO (`grpo_config(ws, **overrides)`) against the reward model
+    trained on AI labels (the `ai-reward` stage) instead of lab 03's. proxy_before/after are that model's scores."""
+    from dataclasses import asdict
+
+    from .reward import RewardScorer
+
+    config = grpo_config(ws, **overrides)
+    scorer = RewardScorer(ws.require("ai-reward"))
+    return {**run_ppo(ws, config, save_dir=out_dir, callback=callback, reward_fn=scorer), "reward": "ai-reward",
+            "config": asdict(config)}
+
+
 def first_step_updates(ws, estimator: str = "grpo", **overrides) -> list[dict]:
     """"Why is my GRPO loss zero?" measured: one step of a fresh trainer from the SFT policy, every update's
     {"update", "loss", "policy_loss", "grad_norm", "ratio_max_abs_dev"} (`PPOTrainer.updates`), plus "epoch".

@@ -96,6 +96,26 @@ def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prom
     return rows
 
 
+HACK_LR_FACTOR = 4        # lab 05's push: four times the preset's PPO learning rate, the same number of steps
+
+
+def hacked_config(ws, **overrides) -> PPOConfig:
+    """Lab 05's reward-hacking run: PPO at beta = 0 with HACK_LR_FACTOR times the preset's learning rate."""
+    return PPOConfig.from_preset(ws.preset, ws.seed, **{"beta": 0.0, "lr": HACK_LR_FACTOR * ws.preset.ppo_lr,
+                                                       **overrides})
+
+
+def build(ws, out_dir, callback=None, **overrides) -> dict:
+    """Workspace stage `hacked`: `ppo.run_ppo` with `hacked_config` (lab 05's beta = 0 run), the policy saved to the
+    stage directory, so lab 08 ranks "the reward-hacked policy" beside the others."""
+    from dataclasses import asdict
+
+    from .ppo import run_ppo
+
+    config = hacked_config(ws, **overrides)
+    return {**run_ppo(ws, config, save_dir=out_dir, callback=callback), "config": asdict(config)}
+
+
 # ------------------------------------------------------------------------------------------ best of n
 def best_of_n_select(rewards: torch.Tensor, n: int) -> torch.Tensor:
     """Best-of-n picks: rewards (prompts, k) holds the proxy scores of k samples per prompt; split each row into

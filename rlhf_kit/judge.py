@@ -477,6 +477,16 @@ def ai_reward_model(ws, store_path, out_dir=None) -> dict:
             "human_gold_accuracy": human["gold_accuracy"], "human_n_train_pairs": human["n_train_pairs"]}
 
 
+def build(ws, out_dir: Path, judge: str | None = None) -> dict:
+    """Workspace stage `ai-reward`: every candidate pair of the `preferences` stage labelled by `judge` (default the
+    course's, JUDGES[0]; `ai_label`, which resumes from labels/ai-<judge>.jsonl), then `ai_reward_model` on those
+    labels, saved to the stage directory. Returns its metrics and the labelling's ("ai_labels": `ai_label`'s)."""
+    name = judge or JUDGES[0]
+    labelled = ai_label(ws, load_judge(name))
+    return {**ai_reward_model(ws, labelled["store"], out_dir), "path": str(ws.path("ai-reward")), "judge": name,
+            "ai_labels": {k: labelled[k] for k in ("n_pairs", "gold_agreement", "position_flip_rate", "seconds")}}
+
+
 # ----------------------------------------------------------------------------------------------- the judges
 JUDGES = ("all-minilm-l6-v2", "smollm2-135m-instruct")     # the first is the one the course uses
 

@@ -91,8 +91,9 @@ def default_seed() -> int:
     return check_seed(text, f"${SEED_VAR}") if text else 0
 
 
-# Each stage: the stages it needs, and the module named after it whose `build(ws, out_dir, **kwargs) -> metrics`
-# builds it. Modules are imported lazily so that importing the workspace stays cheap.
+# Each stage: the stages it needs, and the module whose `build(ws, out_dir, **kwargs) -> metrics` builds it
+# ("module:function" for another function of the module). Modules are imported lazily so that importing the
+# workspace stays cheap. Lab 08 ranks the policies: base, sft, ppo, hacked (PPO at beta 0), dpo, grpo, grpo-ai.
 STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "world": ((), "world"),
     "base": (("world",), "pretrain"),
@@ -102,6 +103,9 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "ppo": (("reward",), "ppo"),
     "dpo": (("reward",), "dpo"),
     "grpo": (("reward",), "grpo"),
+    "hacked": (("reward",), "hacking"),
+    "ai-reward": (("reward",), "judge"),
+    "grpo-ai": (("ai-reward",), "grpo:build_ai"),
 }
 
 # The preset fields each stage is built from (names or name prefixes). A finished stage records the values of its
@@ -115,16 +119,22 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "ppo": ("ppo_",),
     "dpo": ("dpo_",),
     "grpo": ("ppo_", "grpo_"),
+    "hacked": ("ppo_",),
+    "ai-reward": ("rm_",),
+    "grpo-ai": ("ppo_", "grpo_"),
 }
 
-# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds `ppo`, `dpo` or `grpo`).
+# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds `ppo`, `dpo` or `grpo`;
+# lab 08 ensures them and the rest).
 COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
-            "reward": "reward", "ppo": "ppo", "dpo": "dpo", "grpo": "grpo"}
+            "reward": "reward", "ppo": "ppo", "dpo": "dpo", "grpo": "grpo", "hacked": "build hacked",
+            "ai-reward": "build ai-reward", "grpo-ai": "build grpo-ai"}
 LABS = {"world": "00", "base": "00", "sft": "01", "preferences": "02", "reward": "03"}
 
 
 def _builder(stage: str) -> Callable:
-    return import_module(f"rlhf_kit.{STAGES[stage][1]}").build
+    module, _, function = STAGES[stage][1].partition(":")
+    return getattr(import_module(f"rlhf_kit.{module}"), function or "build")
 
 
 class Workspace:

@@ -112,6 +112,22 @@ def _corpus_review(rng: random.Random) -> str:
     return make_review(rng, attrs, mild=rng.random() < 0.2)
 
 
+def _corpus_page(rng: random.Random) -> str:
+    """A review page: 3-6 reviews of random attributes joined by " " or "\\n"."""
+    doc = _corpus_review(rng)
+    for _ in range(rng.randint(3, 6) - 1):
+        doc += rng.choice((" ", "\n")) + _corpus_review(rng)
+    return doc
+
+
+def heldout_pages(seed: int = 0, n: int = 64) -> list[str]:
+    """n review pages like the pretraining corpus's, from a random stream of their own, so no model of the world
+    `seed` was pretrained on them: what lab 08 measures the alignment tax on (how much worse each policy predicts
+    plain pages than the base model)."""
+    rng = random.Random(f"world-{seed}-heldout-pages")
+    return [_corpus_page(rng) for _ in range(n)]
+
+
 def build_world(seed: int = 0, n_corpus_docs: int = 2000, n_demos: int = 1000, n_heldout: int = 64) -> World:
     """Generate the world; the same arguments always give the same world.
 
@@ -125,12 +141,7 @@ def build_world(seed: int = 0, n_corpus_docs: int = 2000, n_demos: int = 1000, n
     train, held = split_combinations(seed)
 
     rng = random.Random(f"world-{seed}-corpus")
-    corpus = []
-    for _ in range(n_corpus_docs):
-        doc = _corpus_review(rng)
-        for _ in range(rng.randint(3, 6) - 1):
-            doc += rng.choice((" ", "\n")) + _corpus_review(rng)
-        corpus.append(doc)
+    corpus = [_corpus_page(rng) for _ in range(n_corpus_docs)]
 
     rng = random.Random(f"world-{seed}-demos")
     demos = []

@@ -116,8 +116,10 @@ def test_rebuild_replaces_atomically(tmp_path, micro_preset):
 def test_downstream_stages():
     from rlhf_kit.workspace import downstream
 
-    assert downstream("base") == ["sft", "preferences", "reward", "ppo", "dpo", "grpo"]
-    assert downstream("reward") == ["ppo", "dpo", "grpo"]
+    assert downstream("base") == ["sft", "preferences", "reward", "ppo", "dpo", "grpo", "hacked", "ai-reward",
+                                  "grpo-ai"]
+    assert downstream("reward") == ["ppo", "dpo", "grpo", "hacked", "ai-reward", "grpo-ai"]
+    assert downstream("ai-reward") == ["grpo-ai"]
     assert downstream("ppo") == []
 
 

@@ -156,3 +156,33 @@ def methods_plot(rows: list[dict], title: str = "the same samples and steps, thr
     fig.suptitle(title)
     fig.tight_layout()
     return Plot(fig)
+
+
+def leaderboard_plot(board: dict, title: str = "every policy of the course, ranked") -> Plot:
+    """Left: each policy's rating (Bradley-Terry on the labeller's verdicts, SFT = 0) with its 95% interval, in order
+    of gold reward (best at the top). Right: proxy (reward model) against gold, both relative to SFT; the policies in
+    the lower-right quadrant (the proxy says better, gold says worse: reward hacking) in red. `board` is
+    `leaderboard.leaderboard`'s result."""
+    rows = sorted(board["policies"].items(), key=lambda item: item[1]["gold"])
+    ref = board["policies"]["sft"]
+    hacked = set(board["proxy_up_gold_down"])
+    fig = Figure(figsize=(12, 0.45 * len(rows) + 2.2))
+    left, right = fig.subplots(1, 2)
+    for y, (name, r) in enumerate(rows):
+        low, high = r["rating_ci"]
+        color = "C3" if name in hacked else "C0"
+        left.errorbar([r["rating"]], [y], xerr=[[r["rating"] - low], [high - r["rating"]]], fmt="o", color=color,
+                      capsize=3)
+        dx, dy = r["proxy"] - ref["proxy"], r["gold"] - ref["gold"]
+        right.plot([dx], [dy], "o", ms=8, color=color)
+        right.annotate(name, (dx, dy), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    left.set_yticks(range(len(rows)), [name for name, _ in rows])
+    left.axvline(0, color="grey", lw=0.8)
+    left.set(xlabel="rating (log-odds of beating SFT), 95% interval", title="sorted by gold reward")
+    right.axhline(0, color="grey", lw=0.8)
+    right.axvline(0, color="grey", lw=0.8)
+    right.set(xlabel="proxy (reward model) minus SFT's", ylabel="gold reward minus SFT's",
+              title="red: the proxy says better, gold says worse")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return Plot(fig)
