@@ -656,6 +656,70 @@ QUIZZES: dict[str, list[Question]] = {
              "that; how often the verdict flips measures it."),
         ]),
     ],
+    "08": [
+        _q("Each policy answered every instruction 4 times. What should the bootstrap resample?", 2, [
+            ("The individual answers, all pooled",
+             "Four answers to one instruction share its difficulty, so they are not four independent tests: "
+             "resampling answers treats them as if they were and makes the interval too narrow."),
+            ("The judges that compared each pair of answers",
+             "The judges are fixed and named; the uncertainty to estimate is which instructions happened to be "
+             "asked."),
+            ("The instructions, with all of their answers",
+             "Instructions are the independent units: a new evaluation would ask new ones. Resampling them, answers "
+             "and all, gives an interval that reflects how much the result depends on what was asked."),
+            ("Nothing: four answers make it exact",
+             "More answers per instruction shrink the noise within an instruction, not the spread between them."),
+        ]),
+        _q("The ratings are a Bradley-Terry fit to the pairwise verdicts. What is the same as in lab 03?", 0, [
+            ("The loss: -log sigmoid(r_winner - r_loser)",
+             "Lab 03 fitted one score per response, here one per policy; the model of a comparison and its loss "
+             "are the same, and so is the 50% at equal scores."),
+            ("The network that reads and scores the text",
+             "Here each rating is one free number per policy, fitted directly; no network reads any text."),
+            ("The data: the labeller's preference pairs",
+             "Lab 03 fitted the candidate pairs of lab 02; here the matches are between policies' answers to the "
+             "held-out instructions."),
+            ("The anchor: the base model rated zero",
+             "Only differences of ratings are identified, so one is pinned; the course pins SFT, not the base."),
+        ]),
+        _q("The reward model rates the beta = 0 policy above SFT, gold rates it below. What happened?", 3, [
+            ("Gold reward is too noisy to trust here",
+             "Gold is exact in this world; the error bars are about which instructions were asked, and the gap "
+             "repeats over seeds (lab 05)."),
+            ("The reward model was trained too briefly",
+             "It scores SFT's own kind of answers well (lab 03); what fails is its verdict on answers far from "
+             "anything it was trained on."),
+            ("The simulated labeller disagreed with both judges",
+             "The labeller follows gold about 73% of the time; it sided with gold here."),
+            ("The policy found what the proxy overrates",
+             "With no KL leash PPO moved to answers the reward model scores highly for the wrong reasons: lab 05's "
+             "reward hacking, now visible as a disagreement between two judges."),
+        ]),
+        _q("A policy wins 60% against SFT, but writes twice as long answers. What does a length-controlled win rate "
+           "estimate?", 1, [
+            ("The win rate measured on its shortest answers only",
+             "It keeps every comparison; it removes the part of the outcome that the length difference predicts."),
+            ("Its win rate had both answers been equally long",
+             "A logistic regression of the outcome on the length difference, read at a difference of zero: "
+             "AlpacaEval 2's correction for judges that like longer answers."),
+            ("The win rate per word of answer",
+             "Dividing by length would punish long answers however good; the regression only removes what length "
+             "alone explains."),
+            ("The judge's agreement with a length rule",
+             "That would measure the judge; the correction is applied to the policy's win rate."),
+        ]),
+        _q("Every policy was aligned from SFT. Why measure its loss on plain review pages?", 2, [
+            ("To check that sampling stays fast",
+             "The loss on pages measures predictions, not speed."),
+            ("To recompute the reward model's scale",
+             "The reward model is never evaluated on plain pages; its normalisation comes from SFT samples."),
+            ("To see the alignment tax on pretraining skill",
+             "Fine-tuning for instructions can make a model worse at what pretraining taught. InstructGPT measured "
+             "it and cut it by mixing pretraining batches into PPO (PPO-ptx)."),
+            ("To find which policy memorised the review pages",
+             "The pages are new: no model has seen them, so the loss measures general skill, not memory."),
+        ]),
+    ],
 }
 
 
