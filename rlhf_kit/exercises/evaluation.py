@@ -128,7 +128,7 @@ _WIN_RATE_MISTAKES = [
     Mistake("That is B's win rate: the rate counts how often *A* beats B, outcome 1 where scores_a - scores_b > "
             "tie_margin.", _win_rate_model(outcome="b")),
     Mistake(_SAMPLES_HINT, _win_rate_model(unit="sample")),
-    Mistake("Your interval is the normal approximation (a mean plus or minus 1.96 standard deviations): the "
+    Mistake("Your interval is the normal approximation (a mean plus or minus about 2 standard errors): the "
             "course's interval is the percentile bootstrap, the 2.5% and 97.5% quantiles of the bootstrap rates, "
             "torch.quantile(boot, torch.tensor([0.025, 0.975])), which need not be symmetric (a rate near 1 "
             "cannot go above 1).",
