@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                           + " (default: all; the missing ones are listed with the command that builds them)")
     evaluate.add_argument("--judges", default=None, help="comma-separated, from: " + ", ".join(JUDGES)
                           + " (default: all; the labeller is always used, for the rating)")
-    evaluate.add_argument("--samples", type=int, default=4, help="answers per held-out instruction (default 4)")
+    evaluate.add_argument("--samples", type=int, default=None,
+                          help="answers per held-out instruction (default: 4 per held-out prompt, as labs 05-07)")
     course = sub.add_parser("course", help="run every solutions notebook in order in one workspace; print each "
                                            "lab's time, pass/fail and headline figures")
     _add_run_options(course)
@@ -194,7 +195,7 @@ def _eval(args, ws) -> int:
 
     policies = _names(args.policies, POLICIES, "--policies")
     judges = _names(args.judges, JUDGES, "--judges")
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}.")
     board = leaderboard(ws, policies, judges, samples_per_prompt=args.samples, progress=not args.json)
     paths = export(board, ws=ws)

@@ -5,7 +5,7 @@
     leaderboard_frame(board)              # one row per policy, sorted by gold
     export(board)                         # leaderboard.csv/.md/.json and report.html in <workspace>/leaderboard
 
-Every policy answers the same held-out instructions, `samples_per_prompt` times each, from the same random
+Every policy answers each distinct held-out instruction `samples_per_prompt` times, from the same random
 streams (`evaluate.score_with_kl`), so two policies' answers in the same slot differ only by the policy. Each pair
 of policies is then compared slot by slot by each judge:
 
@@ -138,36 +138,32 @@ def measure_policy(ws, model, tokenizer, ref, ref_tokenizer, scorer, prompts: li
     return _with_lengths(result)
 
 
-def best_of_n_policy(ws, model, tokenizer, scorer, prompts: list[str], samples_per_prompt: int,
+def best_of_n_policy(ws, model, tokenizer, scorer, instructions: list[str], samples_per_prompt: int,
                      n: int = BEST_OF) -> dict:
-    """Best-of-n from the SFT policy as a policy: n * samples_per_prompt samples of each instruction, split into
-    groups of n, the reward model's favourite of each group kept: `samples_per_prompt` answers per instruction, in
-    the order of `prompts` (each instruction repeated samples_per_prompt times). Its "kl" is
-    `hacking.empirical_best_of_n_kl` on each instruction's samples (exact for their empirical distribution)."""
+    """Best-of-n from the SFT policy as a policy: n * samples_per_prompt samples of each of `instructions`, split
+    into groups of n, the reward model's favourite of each group kept: `samples_per_prompt` answers per instruction,
+    instruction by instruction (the order of `measure_policy` on each instruction repeated samples_per_prompt times).
+    Its "kl" is `hacking.empirical_best_of_n_kl` on each instruction's samples (exact for their empirical
+    distribution)."""
     import torch
 
     from .evaluate import score_samples, summarise
     from .hacking import best_of_n_select, empirical_best_of_n_kl
     from .sampling import generate
 
-    unique = list(dict.fromkeys(prompts))
     k = n * samples_per_prompt
-    repeated = [p for p in unique for _ in range(k)]
+    repeated = [p for p in instructions for _ in range(k)]
     texts = generate(model, tokenizer, repeated, ws.preset.max_new_tokens, ws.preset.eval_temperature,
                      seed=ws.seed + 1)
     scored = score_samples(repeated, texts, scorer)
-    proxy = torch.tensor([row["proxy"] for row in scored]).reshape(len(unique), k)
+    proxy = torch.tensor([row["proxy"] for row in scored]).reshape(len(instructions), k)
     picks = best_of_n_select(proxy, n)                                   # (instructions, samples_per_prompt)
-    kl = {p: empirical_best_of_n_kl(proxy[i].tolist(), n, texts[i * k:(i + 1) * k]) for i, p in enumerate(unique)}
-    chosen = {p: [scored[i * k + int(j)] for j in picks[i]] for i, p in enumerate(unique)}
-    taken = {p: 0 for p in unique}
     rows = []
-    for p in prompts:
-        rows.append({**chosen[p][taken[p]], "kl": kl[p]})
-        taken[p] += 1
+    for i in range(len(instructions)):
+        kl = empirical_best_of_n_kl(proxy[i].tolist(), n, texts[i * k:(i + 1) * k])
+        rows += [{**scored[i * k + int(j)], "kl": kl} for j in picks[i]]
     result = summarise(rows)
     result["kl"] = sum(row["kl"] for row in rows) / len(rows)
-    result["response_length"] = None
     return _with_lengths(result)
 
 
@@ -281,15 +277,17 @@ def _load(ws, name: str, extra: dict):
                                                                       else "sft"))
 
 
-def leaderboard(ws, policies=None, judges=None, extra: dict | None = None, samples_per_prompt: int = 4,
+def leaderboard(ws, policies=None, judges=None, extra: dict | None = None, samples_per_prompt: int | None = None,
                 n_boot: int = 200, win_rate_fn: Callable | None = None, ratings_fn: Callable | None = None,
                 distinct_fn: Callable | None = None, progress: bool = True) -> dict:
     """Measure and rank the named policies that exist (default: all of POLICIES; missing or stale ones are listed
     in "missing" with the command that builds them, never built here: `ensure_policies` does that), plus `extra`
     ({name: local Hugging Face causal-LM directory}). judges: keys of JUDGES (default all; "ai" is left out when
-    its package is missing). win_rate_fn / ratings_fn / distinct_fn: the learner's `win_rate`,
-    `bradley_terry_ratings` and `distinct_n` (default the kit's, `rlhf_kit.ratings`); the rating's interval is
-    always the kit's bootstrap over instructions.
+    its package is missing). samples_per_prompt: answers per distinct held-out instruction (default: as many
+    answers in all as labs 05-07 measure, 4 per held-out prompt; the world repeats instructions when n_heldout is
+    above its 32 held-out combinations, so `lab` gets 8 answers to each of 32). win_rate_fn / ratings_fn /
+    distinct_fn: the learner's `win_rate`, `bradley_terry_ratings` and `distinct_n` (default the kit's,
+    `rlhf_kit.ratings`); the rating's interval is always the kit's bootstrap over instructions.
 
     Returns {"policies": {name: {"rating", "rating_ci", "elo", "gold", "proxy", "kl", "length", "format_rate",
     "distinct_2", "alignment_tax", "win_rate_vs_sft", "stage"}}, "win_rates": {judge: {name: [rate, low, high]}},
@@ -327,7 +325,12 @@ def leaderboard(ws, policies=None, judges=None, extra: dict | None = None, sampl
     if "ai" in judges and ai_judge is None:
         judges.remove("ai")
 
-    prompts_once = heldout_prompts(ws)
+    held = heldout_prompts(ws)
+    prompts_once = list(dict.fromkeys(held))        # the world repeats instructions when n_heldout > 32
+    if samples_per_prompt is None:                  # as many answers as labs 05-07 measure: 4 per held-out prompt
+        samples_per_prompt = max(1, 4 * len(held) // len(prompts_once))
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be at least 1, got {samples_per_prompt}.")
     prompts = [p for p in prompts_once for _ in range(samples_per_prompt)]
     scorer = RewardScorer(ws.require("reward"))
     pages = heldout_pages(ws.seed, ws.preset.n_heldout)
@@ -336,7 +339,7 @@ def leaderboard(ws, policies=None, judges=None, extra: dict | None = None, sampl
     for name in _progress(names, progress):
         model, tok = (sft, sft_tok) if name in (REFERENCE, "best-of-4") else _load(ws, name, extra)
         if name == "best-of-4":
-            results[name] = best_of_n_policy(ws, model, tok, scorer, prompts, samples_per_prompt)
+            results[name] = best_of_n_policy(ws, model, tok, scorer, prompts_once, samples_per_prompt)
         else:
             results[name] = measure_policy(ws, model, tok, sft, sft_tok, scorer, prompts)
         taxes[name] = page_loss(model, tok, pages, ws.preset.n_positions) if same_tokenizer(tok, sft_tok) else None

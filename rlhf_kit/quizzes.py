@@ -657,9 +657,9 @@ QUIZZES: dict[str, list[Question]] = {
         ]),
     ],
     "08": [
-        _q("Each policy answered every instruction 4 times. What should the bootstrap resample?", 2, [
+        _q("Each policy answered every instruction several times. What should the bootstrap resample?", 2, [
             ("The individual answers, all pooled",
-             "Four answers to one instruction share its difficulty, so they are not four independent tests: "
+             "Answers to one instruction share its difficulty, so they are not independent tests: "
              "resampling answers treats them as if they were and makes the interval too narrow."),
             ("The judges that compared each pair of answers",
              "The judges are fixed and named; the uncertainty to estimate is which instructions happened to be "
@@ -667,7 +667,7 @@ QUIZZES: dict[str, list[Question]] = {
             ("The instructions, with all of their answers",
              "Instructions are the independent units: a new evaluation would ask new ones. Resampling them, answers "
              "and all, gives an interval that reflects how much the result depends on what was asked."),
-            ("Nothing: four answers make it exact",
+            ("Nothing: many answers make it exact",
              "More answers per instruction shrink the noise within an instruction, not the spread between them."),
         ]),
         _q("The ratings are a Bradley-Terry fit to the pairwise verdicts. What is the same as in lab 03?", 0, [

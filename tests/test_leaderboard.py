@@ -2,6 +2,7 @@
 the learner's functions taking part, a policy with another tokenizer, and `rlhf-kit eval` / `rlhf-kit build`."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -235,3 +236,15 @@ def test_page_loss_is_the_mean_token_loss(micro_ws):
     assert lb.page_loss(model, tokenizer, [page], 32) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="no page of 2 or more tokens"):
         lb.page_loss(model, tokenizer, [""], 32)
+
+
+def test_best_of_n_answers_every_instruction_even_a_repeated_one(micro_rm_ws):
+    """The `lab` world repeats each held-out instruction twice; best-of-n once dropped the repeats' answers."""
+    from rlhf_kit.models import load_causal_lm
+    from rlhf_kit.reward import RewardScorer
+
+    model, tokenizer = load_causal_lm(micro_rm_ws.path("sft"))
+    result = lb.best_of_n_policy(micro_rm_ws, model, tokenizer, RewardScorer(micro_rm_ws.path("reward")),
+                                 [PROMPT, PROMPT, PROMPT.replace("dog", "cat")], samples_per_prompt=2, n=3)
+    assert [row["prompt"] for row in result["samples"]] == [PROMPT] * 4 + [PROMPT.replace("dog", "cat")] * 2
+    assert all(0 <= row["kl"] <= math.log(3) for row in result["samples"])
