@@ -455,6 +455,29 @@ def win_rate_frame(board: dict, length_controlled: bool = False):
                          for j, per in board["win_rates"].items()})
 
 
+def interval_widths(board: dict, judge: str = RATING_JUDGE, win_rate_fn: Callable | None = None):
+    """For each policy against SFT by `judge`: the win rate and the width of its 95% interval from a bootstrap over
+    instructions (right) and over single answers (as if each answer were its own instruction), and their ratio.
+    A pandas DataFrame, one row per policy. `win_rate_fn`: the learner's `win_rate` (default the kit's)."""
+    import pandas as pd
+    import torch
+
+    from . import ratings
+
+    win_rate_fn = win_rate_fn or ratings.win_rate
+    rows = {}
+    for name in board["policies"]:
+        if name == REFERENCE:
+            continue
+        y = board["matches"].between(name, REFERENCE, judge)
+        half = torch.full_like(y, 0.5)
+        rate, low, high = win_rate_fn(y, half)
+        _, low_a, high_a = win_rate_fn(y.reshape(-1, 1), half.reshape(-1, 1))
+        rows[name] = {"win rate": rate, "width, instructions": high - low, "width, answers": high_a - low_a,
+                      "ratio": (high - low) / max(high_a - low_a, 1e-9)}
+    return pd.DataFrame(rows).T
+
+
 def summary_json(board: dict) -> dict:
     """What `rlhf-kit eval --json` prints: the board without samples and matches."""
     return {k: v for k, v in board.items() if k not in ("samples", "matches")}
