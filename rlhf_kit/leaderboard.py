@@ -428,7 +428,8 @@ def leaderboard_frame(board: dict):
                      "rating high": r["rating_ci"][1], "gold": r["gold"], "proxy": r["proxy"], "kl": r["kl"],
                      "length": r["length"], "format_rate": r["format_rate"], "distinct_2": r["distinct_2"],
                      "alignment_tax": r["alignment_tax"],
-                     "win_vs_sft": None if r["win_rate_vs_sft"] is None else r["win_rate_vs_sft"][0], "note": ""})
+                     "win_vs_sft": None if r["win_rate_vs_sft"] is None else r["win_rate_vs_sft"][0],
+                     "note": "" if r["kl"] is not None else "another tokenizer: KL and alignment tax not comparable"})
     frame = pd.DataFrame(rows).set_index("policy").sort_values("gold", ascending=False)
     for name, m in board["missing"].items():     # the table says what is missing, and what builds it
         frame.loc[name] = [None] * (len(frame.columns) - 1) + [f"{m['problem']}: run `{m['command']}`"]

@@ -167,6 +167,7 @@ def test_a_policy_with_another_tokenizer_is_judged_through_its_text(built, tmp_p
     mine = board["policies"]["mine"]
     assert mine["kl"] is None and mine["alignment_tax"] is None          # not comparable across tokenizers
     assert isinstance(mine["gold"], float) and mine["stage"] == str(tmp_path / "mine")
+    assert lb.leaderboard_frame(board).loc["mine", "note"] == "another tokenizer: KL and alignment tax not comparable"
     with pytest.raises(ValueError, match="taken by the course's policies"):
         lb.leaderboard(ws, extra={"ppo": tmp_path / "mine"})
 
