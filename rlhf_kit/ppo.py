@@ -48,6 +48,7 @@ from .configs import PPOConfig
 from .device import autocast, pick_device, seed_everything
 from .distributed import Distributed
 from .evaluate import score_samples, summarise
+from .lora import AdapterOff, add_lora, merged_copy
 from .models import check_tokenizer, disable_dropout, load_causal_lm
 from .sampling import Rollout, generate, row_seeds, sample
 from .training import adamw, run_steps, tail_mean
@@ -137,8 +138,10 @@ class PPOTrainer:
 
     `reward_fn(prompts, responses) -> (n,)` scores text (e.g. `reward.RewardScorer`); `gold_fn(prompt, response)`
     is recorded only (None: skip). `value_model` (PPO only) defaults to `ValueModel.from_policy(policy)`,
-    `ref_policy` to a
-    frozen copy of the policy as it is now; `losses` to the reference functions of `rlhf_kit.losses`.
+    `ref_policy` to a frozen copy of the policy as it is now; `losses` to the reference functions of
+    `rlhf_kit.losses`. With config.lora_rank > 0, LoRA adapters train on the policy and on the value model's body
+    (its head in full), the reference is the policy with its adapters off (`lora.AdapterOff`: no second copy), and
+    `save` writes the adapters merged into the weights.
     """
 
     def __init__(self, policy, tokenizer, prompts: list[str], reward_fn: Callable, config: PPOConfig,
@@ -161,13 +164,25 @@ class PPOTrainer:
             if model is not None:
                 disable_dropout(model)
         check_tokenizer(tokenizer, model=policy)
-        self.ref_policy = (ref_policy or copy.deepcopy(policy)).to(device).eval().requires_grad_(False)
         if config.estimator == "gae":
             value_model = value_model or ValueModel.from_policy(policy)
-            optimizer = adamw([*policy.parameters(), *value_model.parameters()], config.lr)
-            self.policy, self.value_model, self.optimizer = self.accelerator.prepare(policy, value_model, optimizer)
+        if config.lora_rank:
+            # LoRA: adapters on the policy and the value model's body (its head trains in full); the reference is
+            # the policy with its adapters off, so there is no second copy of the model in memory
+            policy = add_lora(policy, config.lora_rank, config.lora_alpha)
+            if value_model is not None:
+                value_model.body = add_lora(value_model.body, config.lora_rank, config.lora_alpha, task_type=None)
+        if config.lora_rank and ref_policy is None:
+            self.ref_policy = AdapterOff(policy)
+        else:
+            self.ref_policy = (ref_policy or copy.deepcopy(policy)).to(device).eval().requires_grad_(False)
+        trainable = [p for model in (policy, value_model) if model is not None
+                     for p in model.parameters() if p.requires_grad]
+        if config.estimator == "gae":
+            self.policy, self.value_model, self.optimizer = self.accelerator.prepare(policy, value_model,
+                                                                                     adamw(trainable, config.lr))
         else:                                     # GRPO, RLOO: no critic
-            self.policy, self.optimizer = self.accelerator.prepare(policy, adamw(policy.parameters(), config.lr))
+            self.policy, self.optimizer = self.accelerator.prepare(policy, adamw(trainable, config.lr))
             self.value_model = None
         self.kl_controller = AdaptiveKLController(config.beta, config.kl_target, config.kl_horizon) \
             if config.adaptive_kl else None
@@ -479,7 +494,7 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             directory.mkdir(parents=True, exist_ok=True)
-            self.unwrapped_policy.save_pretrained(directory)
+            merged_copy(self.unwrapped_policy).save_pretrained(directory)     # LoRA: the adapters merged in
             self.tokenizer.save_pretrained(directory)
             history = [{k: v for k, v in stats.items() if k != "samples"} for stats in self.history]
             (directory / "ppo.json").write_text(json.dumps({"config": asdict(self.config), "beta": self.beta,

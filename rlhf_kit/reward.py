@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .configs import REWARD_MAX_LEN, RewardConfig
 from .device import autocast, pick_device, seed_everything
 from .evaluate import score_samples
+from .lora import add_lora, merge_in_place
 from .losses import bradley_terry_loss, rewards_at_last_token
 from .models import check_tokenizer, disable_dropout, load_causal_lm
 from .sampling import generate
@@ -43,6 +44,7 @@ def tokenize_texts(tokenizer, prompts: list[str], responses: list[str], max_len:
 
 def sequence_rewards(model, input_ids, attention_mask, pick_fn: Callable = rewards_at_last_token) -> torch.Tensor:
     """Per-token scores from the classification head, then `pick_fn(values, attention_mask)` -> (batch,)."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model     # a LoRA model's own
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     values = model.score(hidden).squeeze(-1).float()               # (batch, seq_len)
     return pick_fn(values, attention_mask)
@@ -87,7 +89,8 @@ def _pair_batch(tokenizer, rows, max_len, device):
 def train_reward_model(model, tokenizer, rows: list[dict], config: RewardConfig,
                        loss_fn: Callable = bradley_terry_loss, pick_fn: Callable = rewards_at_last_token,
                        callback: Callable | None = None) -> dict:
-    """Minimise `loss_fn(r_chosen, r_rejected)` over `prompt`/`chosen`/`rejected` rows.
+    """Minimise `loss_fn(r_chosen, r_rejected)` over `prompt`/`chosen`/`rejected` rows, training `model` in place
+    (with config.lora_rank > 0: LoRA adapters and the score head, merged into `model` at the end).
 
     Calls `callback(step, loss=..., accuracy=...)` (accuracy: share of the batch with r_chosen > r_rejected).
     """
@@ -95,23 +98,25 @@ def train_reward_model(model, tokenizer, rows: list[dict], config: RewardConfig,
         raise ValueError("No preference pairs to train on: label some pairs (lab 02) or run `rlhf-kit collect`.")
     device = next(model.parameters()).device
     seed_everything(config.seed)
-    optimizer = adamw(model.parameters(), config.lr)
-    model.train()
+    # LoRA (config.lora_rank > 0): adapters on the body, the new score head trained in full, merged at the end
+    trained = add_lora(model, config.lora_rank, config.lora_alpha, trainable=["score"], task_type="SEQ_CLS")
+    optimizer = adamw([p for p in trained.parameters() if p.requires_grad], config.lr)
+    trained.train()
     history = []
     order = batches(len(rows), config.batch_size, config.steps, config.seed)
     for step, batch_idx in enumerate(tqdm(order, total=config.steps, desc="reward model", leave=False)):
         batch_rows = [rows[i] for i in batch_idx]
         batch = _pair_batch(tokenizer, batch_rows, config.max_len, device)
         with autocast(device):
-            rewards = sequence_rewards(model, batch["input_ids"], batch["attention_mask"], pick_fn)
+            rewards = sequence_rewards(trained, batch["input_ids"], batch["attention_mask"], pick_fn)
         n = len(batch_rows)
         loss = loss_fn(rewards[:n], rewards[n:])
-        optimizer_step(model, optimizer, loss, step, config.steps, config.lr)
+        optimizer_step(trained, optimizer, loss, step, config.steps, config.lr)
         accuracy = (rewards[:n] > rewards[n:]).float().mean().item()
         history.append((loss.item(), accuracy))
         if callback is not None:
             callback(step, loss=history[-1][0], accuracy=accuracy)
-    model.eval()
+    merge_in_place(trained).eval()
     return {"final_loss": tail_mean([h[0] for h in history]),
             "final_train_accuracy": tail_mean([h[1] for h in history])}
 

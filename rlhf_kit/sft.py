@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .configs import SFTConfig
 from .device import autocast, seed_everything
 from .evaluate import on_heldout
+from .lora import add_lora, merge_in_place
 from .losses import sft_loss
 from .models import load_causal_lm
 from .training import adamw, batches, optimizer_step, right_pad, tail_mean, trl_cpu_args
@@ -47,7 +48,8 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 
 def train_sft(model, tokenizer, demos: list[dict], config: SFTConfig, loss_fn: Callable = sft_loss,
               callback: Callable | None = None) -> dict:
-    """Fine-tune `model` in place on demos ({"prompt", "response"} dicts) by minimising `loss_fn`.
+    """Fine-tune `model` in place on demos ({"prompt", "response"} dicts) by minimising `loss_fn`; with
+    config.lora_rank > 0, LoRA adapters learn instead of the weights and are merged into them at the end.
 
     `loss_fn(logits, input_ids, response_mask)` defaults to the reference `losses.sft_loss`; lab 01 passes the
     learner's own. Calls `callback(step, loss=...)` every step. Returns {"final_loss": ...}.
@@ -58,21 +60,22 @@ def train_sft(model, tokenizer, demos: list[dict], config: SFTConfig, loss_fn: C
     seed_everything(config.seed)
     max_len = _context_limit(model, config.max_len)
     examples = [tokenize_demo(tokenizer, d["prompt"], d["response"], max_len) for d in demos]
-    optimizer = adamw(model.parameters(), config.lr)
+    trained = add_lora(model, config.lora_rank, config.lora_alpha)       # `model` itself when lora_rank is 0
+    optimizer = adamw([p for p in trained.parameters() if p.requires_grad], config.lr)
     losses = []
-    model.train()
+    trained.train()
     order = batches(len(examples), config.batch_size, config.steps, config.seed)
     for step, batch_idx in enumerate(tqdm(order, total=config.steps, desc="SFT", leave=False)):
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in batch_idx],
                                                      tokenizer.pad_token_id).items()}
         with autocast(device):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = trained(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = loss_fn(logits.float(), batch["input_ids"], batch["response_mask"])
-        optimizer_step(model, optimizer, loss, step, config.steps, config.lr)
+        optimizer_step(trained, optimizer, loss, step, config.steps, config.lr)
         losses.append(loss.item())
         if callback is not None:
             callback(step, loss=losses[-1])
-    model.eval()
+    merge_in_place(trained).eval()          # LoRA: the adapters merged into `model`'s own weights
     return {"final_loss": tail_mean(losses)}
 
 

@@ -110,7 +110,7 @@ def trl_settings(config: PPOConfig) -> dict:
     docstring's table), for one process. `max_steps` counts TRL's optimiser updates: steps x updates_per_step.
 
     Raises ValueError for a config TRL cannot follow: estimator "gae", GRPO with its KL in the reward or RLOO with it
-    in the loss (TRL fixes each), RLOO with the k3 KL estimate (TRL's RLOO uses k1), or an adaptive KL."""
+    in the loss (TRL fixes each), RLOO with the k3 KL estimate (TRL's RLOO uses k1), an adaptive KL, or LoRA."""
     check_estimator(config.estimator)
     fixed = {"grpo": "loss", "rloo": "reward"}[config.estimator]
     if config.kl_in != fixed:
@@ -121,6 +121,9 @@ def trl_settings(config: PPOConfig) -> dict:
                          f"the reward; got kl_estimator={config.kl_estimator!r}. Use kl_estimator='k1'.")
     if config.adaptive_kl:
         raise ValueError("TRL's GRPO and RLOO have no adaptive KL coefficient: use adaptive_kl=False.")
+    if config.lora_rank:
+        raise ValueError(f"the comparison with TRL trains every weight; got lora_rank={config.lora_rank}. Use "
+                         f"lora_rank=0.")
     slices = config.batch_size // config.minibatch_size
     settings = dict(
         num_generations=config.group_size, per_device_train_batch_size=config.minibatch_size,
