@@ -720,6 +720,52 @@ QUIZZES: dict[str, list[Question]] = {
              "The pages are new: no model has seen them, so the loss measures general skill, not memory."),
         ]),
     ],
+    "09": [
+        _q("LoRA's B matrix starts at zero. What does the model compute before the first update?", 2, [
+            ("Random outputs until the adapters warm up",
+             "A zero B makes the low-rank path output exactly zero; nothing random reaches the output."),
+            ("Nothing: the frozen weights are skipped",
+             "The frozen path x W^T always runs; LoRA only adds to it."),
+            ("Exactly what the pretrained model computes",
+             "(alpha / r) (x A^T) B^T is 0 when B = 0, so training starts from the pretrained model, and the "
+             "adapters move it from there."),
+            ("Half the pretrained output, half the adapter's",
+             "The two paths are added, not averaged, and the adapter's path is 0 at the start."),
+        ]),
+        _q("Why does LoRA save memory during training, even though the forward pass reads every weight?", 0, [
+            ("No gradients or Adam moments for frozen weights",
+             "Full fine-tuning keeps a gradient and two AdamW moments per weight (three extra copies of the "
+             "model); LoRA keeps them only for the adapters, a few percent of the numbers."),
+            ("The frozen weights are kept in 4-bit integers instead",
+             "That is QLoRA; plain LoRA keeps the frozen weights as they are (float32 here)."),
+            ("The forward pass skips the frozen layers",
+             "Every layer still runs forward and backward; the saving is in what is stored per weight."),
+            ("Adapters replace the attention layers",
+             "They sit beside the projections they adapt and add to them; nothing is replaced."),
+        ]),
+        _q("With LoRA, where does DPO get its frozen reference policy?", 3, [
+            ("From a second copy of the model on disk",
+             "No copy is needed: the frozen weights are the reference, as long as the adapters are off."),
+            ("From the adapters' initial random values alone",
+             "The adapters alone are not a policy; they only change the frozen model's output."),
+            ("From the simulated labeller's choices",
+             "The labeller chose the pairs; the reference is a policy whose log-probabilities DPO compares with."),
+            ("The same model with its adapters switched off",
+             "The frozen weights with the adapters off compute what the model computed before DPO, so the "
+             "reference costs no memory at all (`lora.AdapterOff`)."),
+        ]),
+        _q("SmolLM2 is instruction-tuned already. Why did it still need SFT on the world's demonstrations?", 1, [
+            ("Its weights were damaged by the GGUF conversion",
+             "The GGUF file was dequantised to float32; the model writes fluent text before any tuning."),
+            ("It follows instructions, but not this format",
+             "It had never seen '### Response:' nor the gold reward's taste (one finished review, the topic, the "
+             "sentiment); the demonstrations teach exactly that, as they did the toy model."),
+            ("Its tokenizer cannot read the prompts",
+             "Its tokenizer reads any text; the prompts reach it intact."),
+            ("Instruction models cannot be used for RLHF",
+             "They are the usual starting point of RLHF; they still need the task's own demonstrations."),
+        ]),
+    ],
 }
 
 

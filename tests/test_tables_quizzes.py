@@ -27,7 +27,7 @@ def test_side_by_side_and_summary():
 
 
 def test_quizzes_are_well_formed():
-    assert list(QUIZZES) == ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
+    assert list(QUIZZES) == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"]
     for lab, questions in QUIZZES.items():
         assert 4 <= len(questions) <= 6, f"lab {lab} has {len(questions)} questions"
         assert len({q.answer for q in questions}) > 1, f"lab {lab}: every right answer is in the same position"
