@@ -143,3 +143,63 @@ def merge_in_place(model):
     """Merge the adapters into the wrapped model's own weights and return that plain model (the object the caller
     passed to `add_lora`, now holding the trained weights). A model without adapters is returned as it is."""
     return model.merge_and_unload() if is_lora(model) else model
+
+
+# ------------------------------------------------------------------------------ what a LoRA layer computes (lab 09)
+def _lora_rank(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> int:
+    """r, once weight (d_out, d_in), lora_A (r, d_in) and lora_B (d_out, r) fit together; else a ValueError naming
+    the shapes."""
+    for name, tensor in (("weight", weight), ("lora_A", lora_A), ("lora_B", lora_B)):
+        if tensor.dim() != 2:
+            raise ValueError(f"{name} must be a matrix (2-D); got shape {tuple(tensor.shape)}.")
+    (d_out, d_in), r = weight.shape, lora_A.shape[0]
+    if r == 0:
+        raise ValueError(f"lora_A has shape {tuple(lora_A.shape)}: rank r = 0 has no adapter to apply and alpha / r "
+                         f"divides by zero; use the frozen layer itself (rank 0 means no LoRA).")
+    if lora_A.shape[1] != d_in:
+        raise ValueError(f"lora_A has shape {tuple(lora_A.shape)} but weight {tuple(weight.shape)} takes "
+                         f"d_in = {d_in} inputs: lora_A must be (r, d_in) = ({r}, {d_in}).")
+    if tuple(lora_B.shape) != (d_out, r):
+        raise ValueError(f"lora_B has shape {tuple(lora_B.shape)}; with weight {tuple(weight.shape)} and lora_A "
+                         f"{tuple(lora_A.shape)} it must be (d_out, r) = ({d_out}, {r}).")
+    return r
+
+
+def lora_forward(x: torch.Tensor, weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, alpha: float,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A linear layer with a LoRA adapter, as peft runs it:
+
+        y = x @ weight.T + bias + (alpha / r) * (x @ lora_A.T) @ lora_B.T,    r = lora_A.shape[0]
+
+    x: (..., d_in); weight: (d_out, d_in), the frozen weight (torch Linear convention; GPT-2's Conv1D stores its
+    transpose); lora_A: (r, d_in); lora_B: (d_out, r); alpha: a number; bias: (d_out,) or None. Returns y:
+    (..., d_out). peft starts lora_B at zero, so an adapter begins as no change at all.
+
+    The low-rank path is two thin matmuls, down to r numbers per position and back up: it never forms the
+    (d_out, d_in) product lora_B @ lora_A, which would cost as much memory as the frozen weight and d_in * d_out
+    multiplications per position, where the two thin ones cost r * (d_in + d_out).
+
+    ValueError for shapes that do not fit together (naming them) and for r = 0.
+    """
+    r = _lora_rank(weight, lora_A, lora_B)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x has shape {tuple(x.shape)} but weight {tuple(weight.shape)} takes d_in = "
+                         f"{weight.shape[1]} inputs: x must be (..., {weight.shape[1]}).")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias has shape {tuple(bias.shape)}; with weight {tuple(weight.shape)} it must be "
+                         f"(d_out,) = ({weight.shape[0]},), or None.")
+    y = x @ weight.T + (alpha / r) * ((x @ lora_A.T) @ lora_B.T)
+    return y if bias is None else y + bias
+
+
+def merge_lora(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The weight of the same layer with the adapter folded in, what peft's `merge_and_unload` stores:
+
+        merged = weight + (alpha / r) * lora_B @ lora_A,    r = lora_A.shape[0]
+
+    weight: (d_out, d_in) (torch Linear convention); lora_A: (r, d_in); lora_B: (d_out, r). Returns a new
+    (d_out, d_in) tensor (weight is not changed), so that x @ merged.T + bias equals `lora_forward` and the merged
+    layer costs nothing extra to run. ValueError for shapes that do not fit together (naming them) and for r = 0.
+    """
+    r = _lora_rank(weight, lora_A, lora_B)
+    return weight + (alpha / r) * (lora_B @ lora_A)

@@ -10,16 +10,16 @@ exercise carries a catalogue of typical wrong implementations, and the learner's
 them on the same inputs.
 
 The machinery is in `checking`; each lab topic's test vectors and mistake catalogues in its own module (`sampling`,
-`sft`, `ranking`, `reward`, `ppo`, `hacking`, `dpo`, `grpo`, `evaluation`), with the references in
+`sft`, `ranking`, `reward`, `ppo`, `hacking`, `dpo`, `grpo`, `evaluation`, `lora`), with the references in
 `rlhf_kit.losses`, `rlhf_kit.sampling`, `rlhf_kit.preferences`, `rlhf_kit.agreement`, `rlhf_kit.reward`,
-`rlhf_kit.hacking`, `rlhf_kit.ppo` and `rlhf_kit.ratings`.
+`rlhf_kit.hacking`, `rlhf_kit.ppo`, `rlhf_kit.ratings` and `rlhf_kit.lora`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import checking, dpo, evaluation, grpo, hacking, ppo, ranking, reward, sampling, sft
+from . import checking, dpo, evaluation, grpo, hacking, lora, ppo, ranking, reward, sampling, sft
 from .checking import TIME_LIMIT, Exercise
 
 __all__ = ["EXERCISES", "check", "summary", "verify"]
@@ -51,6 +51,8 @@ EXERCISES: dict[str, Exercise] = {
     "win_rate": evaluation.WIN_RATE,
     "bradley_terry_ratings": evaluation.BRADLEY_TERRY_RATINGS,
     "distinct_n": evaluation.DISTINCT_N,
+    "lora_forward": lora.LORA_FORWARD,
+    "merge_lora": lora.MERGE_LORA,
 }
 
 
