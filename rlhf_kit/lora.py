@@ -82,7 +82,11 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float | None = None, targ
     config = peft.LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
                              target_modules=names, fan_in_fan_out=conv1d, modules_to_save=list(trainable) or None,
                              task_type=task_type)
-    return peft.get_peft_model(model, config)
+    import warnings
+
+    with warnings.catch_warnings():     # peft asks transformers a question that transformers 5 calls deprecated
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return peft.get_peft_model(model, config)
 
 
 def is_lora(model) -> bool:
