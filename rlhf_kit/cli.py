@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
                            "of the other responses to its prompt, KL in the reward")
     grpo.add_argument("--reward", choices=["rm", "verifier"], default="rm",
                       help="rm: the workspace's reward model; verifier: a program checking format, topic and length")
+    for name in ("ppo", "grpo", "dpo"):
+        sub.choices[name].add_argument("--lora-rank", type=int, default=None,
+                                       help="train LoRA adapters of this rank instead of every weight (the reference "
+                                            "is then the policy with its adapters off; merged weights are saved); "
+                                            "default 0: every weight")
     dpo = sub.choices["dpo"]
     dpo.add_argument("--beta", type=float, default=None, help="implicit-reward scale (default: the preset's)")
     dpo.add_argument("--loss", choices=DPO_LOSSES, default=None, help="sigmoid (DPO) or ipo (default: sigmoid)")
@@ -118,8 +123,8 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
             print(f"{key:>22}: {value}")
 
 
-PPO_FLAGS = {"beta": "--beta", "clip_eps": "--clip-eps", "steps": "--steps", "lr": "--lr"}
-DPO_FLAGS = {"beta": "--beta", "loss": "--loss", "epochs": "--epochs", "lr": "--lr"}
+PPO_FLAGS = {"beta": "--beta", "clip_eps": "--clip-eps", "steps": "--steps", "lr": "--lr", "lora_rank": "--lora-rank"}
+DPO_FLAGS = {"beta": "--beta", "loss": "--loss", "epochs": "--epochs", "lr": "--lr", "lora_rank": "--lora-rank"}
 GRPO_FLAGS = {**PPO_FLAGS, "group_size": "--group-size"}
 
 

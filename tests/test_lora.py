@@ -139,3 +139,21 @@ def test_the_trl_comparison_refuses_lora():
 
     with pytest.raises(ValueError, match="the comparison with TRL trains every weight; got lora_rank=4"):
         trl_settings(PPOConfig(estimator="grpo", group_size=4, lora_rank=4))
+
+
+@pytest.mark.slow
+def test_the_command_line_trains_with_lora(micro_rm_ws, tmp_path, capsys):
+    import json
+    import shutil
+
+    from rlhf_kit.cli import main
+
+    shutil.copytree(micro_rm_ws.root, tmp_path / micro_rm_ws.root.name)
+    home = ["--preset", "micro", "--workspace", str(tmp_path)]
+    assert main(["dpo", *home, "--lora-rank", "-1"]) == 2
+    assert "--lora-rank -1: DPOConfig.lora_rank must be a whole number >= 0" in capsys.readouterr().err
+    assert main(["dpo", *home, "--lora-rank", "4", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["config"]["lora_rank"] == 4 and metrics["inputs"]["lora_rank"] == 4
+    model, _ = load_causal_lm(tmp_path / micro_rm_ws.root.name / "dpo")          # merged: a plain model
+    assert not is_lora(model)
