@@ -90,23 +90,30 @@ def test_reward_model_with_lora_trains_its_head_in_full(micro_rm_ws, tmp_path):
     assert torch.allclose(scores, score_texts(model, tokenizer, [PROMPT], ["A fine film about a dog."]), atol=1e-5)
 
 
+def _reference_stays_and_merged_weights_load(trainer, policy, sft_dir, tmp_path):
+    """After training: the reference (adapters off) still computes the SFT model, the policy does not, and what
+    `trainer.save` writes loads as a plain model computing what the policy computes."""
+    sft, tokenizer = load_causal_lm(sft_dir)
+    ids = _ids(tokenizer)
+    with torch.no_grad():
+        assert torch.allclose(trainer.ref_policy(input_ids=ids).logits, sft(input_ids=ids).logits, atol=1e-5)
+        trained = policy(input_ids=ids).logits
+        assert not torch.allclose(trained, sft(input_ids=ids).logits, atol=1e-4)
+    trainer.save(tmp_path)
+    saved, _ = load_causal_lm(tmp_path)
+    assert not is_lora(saved)
+    with torch.no_grad():
+        assert torch.allclose(saved(input_ids=ids).logits, trained, atol=1e-4)
+
+
 def test_dpo_with_lora_keeps_one_copy_and_saves_merged_weights(micro_rm_ws, tmp_path):
     from rlhf_kit.dpo import DPOTrainer
 
     config = DPOConfig.from_preset(micro_rm_ws.preset, lora_rank=4, lr=1e-2)
     trainer = DPOTrainer.from_workspace(micro_rm_ws, config)
     assert isinstance(trainer.ref_policy, AdapterOff) and trainer.ref_policy.model is trainer.policy
-    sft, tokenizer = load_causal_lm(micro_rm_ws.path("sft"))
     trainer.train()
-    ids = _ids(tokenizer)
-    with torch.no_grad():
-        assert torch.allclose(trainer.ref_policy(input_ids=ids).logits, sft(input_ids=ids).logits, atol=1e-5)
-        trained = trainer.policy(input_ids=ids).logits
-    assert not torch.allclose(trained, sft(input_ids=ids).logits, atol=1e-4)
-    trainer.save(tmp_path)
-    saved, _ = load_causal_lm(tmp_path)
-    with torch.no_grad():
-        assert torch.allclose(saved(input_ids=ids).logits, trained, atol=1e-4)
+    _reference_stays_and_merged_weights_load(trainer, trainer.policy, micro_rm_ws.path("sft"), tmp_path)
 
 
 @pytest.mark.parametrize("estimator", ["gae", "grpo"])
@@ -120,18 +127,9 @@ def test_ppo_with_lora_reference_is_the_sft_model(micro_rm_ws, tmp_path, estimat
     if estimator == "gae":
         assert is_lora(trainer.value_model.body)
         assert trainer.value_model.head.weight.requires_grad                   # the head trains in full
-    sft, tokenizer = load_causal_lm(micro_rm_ws.path("sft"))
     history = trainer.train()
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(s["kl"])) for s in history)
-    ids = _ids(tokenizer)
-    with torch.no_grad():
-        assert torch.allclose(trainer.ref_policy(input_ids=ids).logits, sft(input_ids=ids).logits, atol=1e-5)
-        trained = trainer.unwrapped_policy(input_ids=ids).logits
-    assert not torch.allclose(trained, sft(input_ids=ids).logits, atol=1e-4)
-    trainer.save(tmp_path)
-    saved, _ = load_causal_lm(tmp_path)
-    with torch.no_grad():
-        assert torch.allclose(saved(input_ids=ids).logits, trained, atol=1e-4)
+    _reference_stays_and_merged_weights_load(trainer, trainer.unwrapped_policy, micro_rm_ws.path("sft"), tmp_path)
 
 
 def test_the_trl_comparison_refuses_lora():
