@@ -40,6 +40,12 @@ def heldout_prompts(ws) -> list[str]:
     return world.heldout_prompts(load_world(ws.require("world")))
 
 
+def distinct_heldout_prompts(ws) -> list[str]:
+    """`heldout_prompts` without repeats, in order: the world repeats its 32 held-out instructions when n_heldout
+    is larger (twice in `lab`), and a measurement over instructions (lab 08's bootstrap, lab 09) counts each once."""
+    return list(dict.fromkeys(heldout_prompts(ws)))
+
+
 # ------------------------------------------------------------------------------------------- KL, measured
 @torch.no_grad()
 def evaluate_with_kl(trainer: PPOTrainer, prompts: list[str], batch_size: int = 64) -> dict:

@@ -450,12 +450,12 @@ def heldout_pairs(ws) -> list[dict]:
     return [pair for pair in load_pairs(ws) if pair["prompt"] in held]
 
 
-def ai_reward_model(ws, store_path, out_dir=None) -> dict:
+def ai_reward_model(ws, store_path, out_dir) -> dict:
     """A reward model trained on the AI labels in `store_path` exactly as lab 03's was trained on the simulated
     labeller's (`reward.train_and_save`: the `sft` stage, the preset's settings), with the same instructions held
     out: pairs whose instruction is among the `reward` stage's held-out pairs are left out of training, and the
-    model is evaluated on those held-out pairs. Saved to `out_dir` (default `<workspace>/ai-reward`), which
-    `reward.RewardScorer` loads.
+    model is evaluated on those held-out pairs. Saved to `out_dir`, which `reward.RewardScorer` loads (the
+    `ai-reward` stage, `build`, writes the workspace's own).
 
     Returns the `reward` stage's metrics for it (gold_accuracy: held-out pairs ordered like the gold reward, ...)
     plus "path", "n_ai_labels" (A/B labels in the store), and "human_gold_accuracy" / "human_n_train_pairs":
@@ -470,7 +470,7 @@ def ai_reward_model(ws, store_path, out_dir=None) -> dict:
     if not train_rows:
         raise ValueError(f"{store_path} holds no A/B labels outside the held-out instructions: label pairs with "
                          f"ai_label(ws, judge) (or `rlhf-kit collect --judge ai`) first.")
-    out_dir = Path(out_dir) if out_dir is not None else ws.root / "ai-reward"
+    out_dir = Path(out_dir)
     metrics = train_and_save(ws, train_rows, heldout, out_dir)
     human = ws.metrics("reward")
     return {**metrics, "path": str(out_dir), "n_ai_labels": len(rows),

@@ -299,7 +299,7 @@ def leaderboard(ws, policies=None, judges=None, extra: dict | None = None, sampl
     import torch
 
     from . import ratings
-    from .hacking import heldout_prompts
+    from .hacking import distinct_heldout_prompts, heldout_prompts
     from .reward import RewardScorer
     from .world import heldout_pages
 
@@ -326,7 +326,7 @@ def leaderboard(ws, policies=None, judges=None, extra: dict | None = None, sampl
         judges.remove("ai")
 
     held = heldout_prompts(ws)
-    prompts_once = list(dict.fromkeys(held))        # the world repeats instructions when n_heldout > 32
+    prompts_once = distinct_heldout_prompts(ws)
     if samples_per_prompt is None:                  # as many answers as labs 05-07 measure: 4 per held-out prompt
         samples_per_prompt = max(1, 4 * len(held) // len(prompts_once))
     if samples_per_prompt < 1:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .models import count_parameters  # noqa: F401  (lab 09 imports it from here, beside the rest of the recipe)
+
 REAL_MODEL = "smollm2-135m-instruct"
 
 
@@ -78,10 +80,6 @@ def load_real(ws, settings: RealSettings | None = None):
     return model, tokenizer
 
 
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def lora_parameter_count(model, rank: int) -> int:
     """How many numbers LoRA of `rank` trains on `model`'s default targets: r x (d_in + d_out) per adapted layer."""
     from transformers.pytorch_utils import Conv1D
@@ -101,9 +99,9 @@ def lora_parameter_count(model, rank: int) -> int:
 # ------------------------------------------------------------------------------------------- measuring
 def eval_prompts(ws, settings: RealSettings) -> list[str]:
     """The first `n_eval` distinct held-out instructions of the workspace's world."""
-    from .hacking import heldout_prompts
+    from .hacking import distinct_heldout_prompts
 
-    return list(dict.fromkeys(heldout_prompts(ws)))[:settings.n_eval]
+    return distinct_heldout_prompts(ws)[:settings.n_eval]
 
 
 def measure(ws, model, tokenizer, settings: RealSettings, ref=None) -> dict:
