@@ -7,36 +7,45 @@ prompts share its batch or its process: the same policy, prompts and seed give t
 
 from __future__ import annotations
 
-import logging
+import inspect
 from dataclasses import dataclass
+from functools import partial
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+import torch.nn.functional as F
 
 from .device import autocast
 
 
-class _SeededSampler(LogitsProcessor):
-    """Sampling by the Gumbel-max trick with one random stream per prompt:
+class _RowStreams:
+    """Gumbel-max sampling with one random stream per prompt:
 
         token = argmax(logits / T + g),   g = -log(-log(u)),  u ~ Uniform(0, 1) per vocabulary entry
 
     draws from softmax(logits / T). Row i's u comes from a generator seeded with seeds[i], so a prompt's sample
-    does not depend on which other prompts share its batch or process. Used with greedy `generate`.
+    does not depend on which other prompts share its batch or process. A row's uniforms for the next `block`
+    tokens are drawn in one call (not one call per token), and only for the rows still writing; a CPU generator's
+    stream is sequential, so these are the numbers that one draw per token would give.
     """
 
-    def __init__(self, seeds: list[int], temperature: float, device, top_k: int | None = None):
+    def __init__(self, seeds: list[int], vocab: int, device, block: int):
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        self.temperature = temperature
-        self.top_k = top_k
+        self.vocab, self.device, self.block = vocab, device, block
+        self.u, self.u_rows, self.t = None, None, block    # u: (len(u_rows), block, vocab); t: next index in block
 
-    def __call__(self, input_ids, scores):
-        u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
-        gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
-        if self.top_k is not None and self.top_k < scores.shape[-1]:     # only the k largest logits can win
-            kth = scores.topk(self.top_k, dim=-1).values[..., -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        return scores / self.temperature + gumbel
+    def gumbel(self, rows: torch.Tensor) -> torch.Tensor:
+        """(len(rows), vocab) Gumbel noise for the next token of `rows` (indices into seeds, ascending, a subset
+        of the previous call's). Every stream advances by one token per call."""
+        if self.t == self.block:
+            self.u = torch.stack([torch.rand(self.block * self.vocab, generator=self.generators[r], device=self.device)
+                                  for r in rows.tolist()]).view(len(rows), self.block, self.vocab)
+            self.u_rows, self.t = rows, 0
+        elif len(rows) < len(self.u_rows):
+            self.u = self.u[torch.searchsorted(self.u_rows, rows)]
+            self.u_rows = rows
+        u = self.u[:, self.t]
+        self.t += 1
+        return -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
 
 
 def row_seeds(seed: int, step: int, first_row: int, n: int) -> list[int]:
@@ -73,46 +82,159 @@ class Rollout:
                 "position_ids": self.position_ids[idx]}
 
 
-class _FalsePaddingAlarm(logging.Filter):
-    """Drops transformers' "We strongly recommend passing in an `attention_mask`" during `sample`'s generate.
-
-    From the second decoding step on, transformers calls the model with only the new token column and keeps the
-    attention mask to itself; GPT-2 then sees a pad id (a row that has finished and now emits pad) with no mask
-    in hand and warns. The mask is applied all the same: a left-padded batch gives the logits of each prompt run
-    alone (tests/test_models.py checks it), so in the kit the warning is a false alarm and would only alarm a
-    learner (it printed in red in labs 00, 01, 03 and 05)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "strongly recommend passing in an `attention_mask`" not in record.getMessage()
+RANDOM_BLOCK_TOKENS = 16           # uniforms drawn ahead per row, in tokens (at most 16 MB of float32 per call)
+RANDOM_BLOCK_NUMBERS = 1 << 22
 
 
-_MODELING_LOG = logging.getLogger("transformers.modeling_utils")
+def _next_token(logits: torch.Tensor, temperature: float, top_k: int | None, streams: _RowStreams | None,
+                rows: torch.Tensor) -> torch.Tensor:
+    """argmax(logits / T + Gumbel noise) over the top_k largest logits (plain argmax when temperature is 0)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    if top_k is not None and top_k < logits.shape[-1]:             # only the k largest logits can win
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return (logits / temperature + streams.gumbel(rows)).argmax(-1)
+
+
+class _HFDecoder:
+    """One decoding step through the model's own forward and its KV cache object: works for any causal LM."""
+
+    def __init__(self, model, past):
+        self.model, self.past = model, past
+        self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.past.batch_select_indices(index)
+
+    def __call__(self, token, attention_mask, position) -> torch.Tensor:
+        logits, self.past = _forward(self.model, token[:, None], attention_mask, position[:, None], self.past,
+                                     self.keep_last)
+        return logits
+
+
+class _GPT2Decoder:
+    """The same step for a plain GPT-2 (the course's toy models), written out: at the toy sizes a step costs what
+    its Python does, and transformers' forward (hooks, mask building, a cache that grows by concatenation) was
+    two thirds of it. Keys and values go into buffers allocated once for the whole response. The arithmetic is
+    the forward's, layer by layer, with GPT-2's tanh-approximated GELU in torch's fused kernel (tests/
+    test_sampling.py checks the logits against the model's forward and the tokens against `generate`'s)."""
+
+    def __init__(self, model, past, max_new_tokens: int, attention_mask: torch.Tensor):
+        t = model.transformer
+        self.t, self.lm_head = t, model.lm_head.weight
+        # GPT-2's "gelu_new" is the tanh approximation of GELU, which torch computes in one fused kernel
+        self.act = (partial(F.gelu, approximate="tanh") if model.config.activation_function == "gelu_new"
+                    else t.h[0].mlp.act)
+        b, p = attention_mask.shape
+        self.keys, self.values = [], []
+        for layer in past.layers:
+            shape = (*layer.keys.shape[:2], p + max_new_tokens, layer.keys.shape[-1])
+            keys, values = layer.keys.new_empty(shape), layer.values.new_empty(shape)
+            keys[:, :, :p], values[:, :, :p] = layer.keys, layer.values
+            self.keys.append(keys)
+            self.values.append(values)
+        self.length = p                                          # filled key columns
+
+    @staticmethod
+    def fits(model) -> bool:
+        """A plain GPT-2: no adapters (peft wraps the model or its layers) and no cross-attention."""
+        if type(model).__name__ != "GPT2LMHeadModel" or model.config.add_cross_attention:
+            return False
+        layers = [m for block in model.transformer.h for m in (block.attn.c_attn, block.attn.c_proj,
+                                                                block.mlp.c_fc, block.mlp.c_proj)]
+        return all(type(m).__name__ == "Conv1D" for m in layers)
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.keys = [k[index] for k in self.keys]
+        self.values = [v[index] for v in self.values]
+
+    def __call__(self, token, attention_mask, position) -> torch.Tensor:
+        t, n, s = self.t, len(token), self.length
+        x = t.wte.weight[token] + t.wpe.weight[position]                     # (n, E)
+        bias = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill_(attention_mask == 0, float("-inf"))[:, None, None, :]   # (n, 1, 1, s + 1)
+        for block, keys, values in zip(t.h, self.keys, self.values):
+            attn, mlp = block.attn, block.mlp
+            h = F.layer_norm(x, block.ln_1.normalized_shape, block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
+            q, k, v = torch.addmm(attn.c_attn.bias, h, attn.c_attn.weight).view(n, 3, attn.num_heads, 1,
+                                                                                 attn.head_dim).unbind(1)
+            keys[:, :, s], values[:, :, s] = k[:, :, 0], v[:, :, 0]
+            weights = torch.softmax((q @ keys[:, :, : s + 1].transpose(-1, -2)) * attn.scaling + bias, dim=-1)
+            a = (weights @ values[:, :, : s + 1]).view(n, -1)                 # (n, E)
+            x = x + torch.addmm(attn.c_proj.bias, a, attn.c_proj.weight)
+            h = F.layer_norm(x, block.ln_2.normalized_shape, block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
+            h = self.act(torch.addmm(mlp.c_fc.bias, h, mlp.c_fc.weight))
+            x = x + torch.addmm(mlp.c_proj.bias, h, mlp.c_proj.weight)
+        self.length = s + 1
+        x = F.layer_norm(x, t.ln_f.normalized_shape, t.ln_f.weight, t.ln_f.bias, t.ln_f.eps)
+        return (x @ self.lm_head.T).float()
+
+
+def _forward(model, input_ids, attention_mask, position_ids, past, keep_last: bool):
+    kwargs = {"logits_to_keep": 1} if keep_last else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                past_key_values=past, use_cache=True, **kwargs)
+    return out.logits[:, -1, :].float(), out.past_key_values
 
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: float,
            max_new_tokens: int, top_k: int | None = None) -> Rollout:
     """One response per prompt, row i drawn from its own random stream `seeds[i]` (greedy when temperature is
-    0; from the `top_k` most likely tokens only when top_k is given): prompts left-padded, KV cache on, each
-    response cut after its first eos. The only sampler of the kit."""
+    0; from the `top_k` most likely tokens only when top_k is given): prompts left-padded, each response cut after
+    its first eos. The only sampler of the kit.
+
+    A KV-cached decoding loop: the prompts run once through the model's forward, then one token per step for every
+    row; whenever a quarter of the rows in the batch have written their eos, those rows leave it (their cache rows
+    are dropped), so late steps cost what the unfinished rows cost. After its eos a row is padded with the pad
+    token, as transformers' `generate` pads it. For a plain GPT-2 the step is `_GPT2Decoder`, otherwise the model's
+    own forward. bench/sampler.py times it against the `generate`-based sampler it replaced."""
     if not prompts:
         raise ValueError("sample() got an empty list of prompts.")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
-    processors = LogitsProcessorList([_SeededSampler(seeds, temperature, device, top_k)] if temperature > 0 else [])
-    alarm = _FalsePaddingAlarm()
-    _MODELING_LOG.addFilter(alarm)
+    b, prompt_len = enc["input_ids"].shape
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    response = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    rows = torch.arange(b, device=device)                        # the rows still writing, as indices into the batch
+    attention_mask = enc["attention_mask"]
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
     try:
         with autocast(device):
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+            logits, past = _forward(model, enc["input_ids"], attention_mask, position_ids, None, keep_last)
+            step = (_GPT2Decoder(model, past, max_new_tokens, attention_mask) if _GPT2Decoder.fits(model)
+                    else _HFDecoder(model, past))
+            vocab = logits.shape[-1]
+            block = max(1, min(RANDOM_BLOCK_TOKENS, max_new_tokens, RANDOM_BLOCK_NUMBERS // (b * vocab)))
+            streams = (_RowStreams(seeds, vocab, device, block)
+                       if temperature > 0 else None)
+            position = position_ids[:, -1]
+            done = torch.zeros(b, dtype=torch.bool, device=device)     # rows in the batch that have ended
+            n_written = 0
+            for t in range(max_new_tokens):
+                token = _next_token(logits, temperature, top_k, streams, rows)
+                response[rows[~done], t] = token[~done]
+                n_written = t + 1
+                done |= token == eos_id
+                n_done = int(done.sum())
+                if n_done == len(rows) or t + 1 == max_new_tokens:
+                    break
+                if 4 * n_done >= len(rows):        # a quarter of the batch has ended: drop those rows
+                    keep = (~done).nonzero().squeeze(1)
+                    rows, token, position, done = rows[keep], token[keep], position[keep], done[keep]
+                    attention_mask = attention_mask[keep]
+                    step.keep(keep)
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
+                position = position + 1
+                logits = step(token, attention_mask, position)
     finally:
-        _MODELING_LOG.removeFilter(alarm)
         model.train(was_training)
-    prompt_len = enc["input_ids"].shape[1]
-    mask, has_eos = first_eos_mask(out[:, prompt_len:], tokenizer.eos_token_id)
+    out = torch.cat([enc["input_ids"], response[:, :n_written]], dim=1)
+    mask, has_eos = first_eos_mask(out[:, prompt_len:], eos_id)
     attention_mask = torch.cat([enc["attention_mask"], mask], dim=1)
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
     n_text = mask.sum(1) - has_eos.long()                                  # response tokens before the eos

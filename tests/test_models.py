@@ -120,10 +120,10 @@ def test_generate_rejects_no_prompts(micro_ws):
 
 
 def test_sampling_raises_no_false_padding_alarm_and_masks_the_padding(micro_ws):
-    """transformers warns "We strongly recommend passing in an `attention_mask`" when a finished row emits pad
-    in a decoding step (it keeps the mask to itself there); the mask is applied, so the kit drops that one
-    message while it samples. Both halves are checked: no such message, and a left-padded batch's logits equal
-    each prompt's alone."""
+    """transformers warns "We strongly recommend passing in an `attention_mask`" when a model sees a pad id
+    without a mask (its `generate` did so in a decoding step after a row had ended, and labs 00, 01, 03 and 05
+    printed it in red); the kit's sampler passes the mask at every step. Both halves are checked: no such
+    message, and a left-padded batch's logits equal each prompt's alone."""
     model, tok = load_causal_lm(micro_ws.path("base"))
     prompts = ["This", "A", "### Instruction:\nWrite a negative review of a horror about a ghost.\n### Response:\n"] * 4
     records = []
