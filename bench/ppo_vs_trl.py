@@ -74,11 +74,29 @@ def check_sizes(steps: int, batch: int, generations: int, minibatches: int) -> N
 
 
 # ------------------------------------------------------------------------------------------------ the kit
+KIT_PHASES = {"rollout": "_rollout", "score": "_score", "logprobs": "_logprobs_and_values", "update": "_update"}
+
+
 def time_kit(ws, config, reward_fn, steps: int) -> dict:
-    """Wall seconds of `steps` PPO steps of the kit after one warm-up step, and their mean response length."""
+    """Wall seconds of `steps` PPO steps of the kit after one warm-up step, their mean response length, and the
+    median seconds of each phase of a step (`KIT_PHASES`: the trainer's own methods, timed by wrapping them;
+    "other" is the rest: advantages and the step's records)."""
     from rlhf_kit.ppo import PPOTrainer
 
     trainer = PPOTrainer.from_workspace(ws, config, reward_fn=reward_fn)
+    spent = {phase: [] for phase in KIT_PHASES}
+
+    def timer(phase, inner):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[phase].append(time.perf_counter() - started)
+        return timed
+
+    for phase, method in KIT_PHASES.items():
+        setattr(trainer, method, timer(phase, getattr(trainer, method)))
     seconds, lengths = [], []
     for i in range(1 + steps):
         started = time.perf_counter()
@@ -86,7 +104,9 @@ def time_kit(ws, config, reward_fn, steps: int) -> dict:
         if i > 0:
             seconds.append(time.perf_counter() - started)
             lengths.append(stats["response_length"])
-    return {"step_seconds": seconds, "response_tokens": statistics.mean(lengths)}
+    phases = {phase: statistics.median(times[1:]) for phase, times in spent.items()}
+    phases["other"] = max(0.0, statistics.median(seconds) - sum(phases.values()))
+    return {"step_seconds": seconds, "response_tokens": statistics.mean(lengths), "phases": phases}
 
 
 # ------------------------------------------------------------------------------------------------- TRL
@@ -191,6 +211,7 @@ def run(ws, steps: int, batch: int | None = None, generations: int = 4, max_new_
         result[f"{name}_samples_per_second"] = round(batch / median, 3)
         result[f"{name}_response_tokens"] = round(timings[name]["response_tokens"], 2)
         result[f"{name}_step_seconds"] = [round(s, 4) for s in timings[name]["step_seconds"]]
+    result["kit_ppo_phase_seconds"] = {k: round(v, 4) for k, v in timings["kit_ppo"]["phases"].items()}
     for name in TRAINERS[1:]:
         result[f"kit_over_{name}"] = round(result["kit_ppo_samples_per_second"] /
                                            result[f"{name}_samples_per_second"], 3)
@@ -212,6 +233,8 @@ def table(result: dict) -> str:
         lines.append(f"{name:<10} {result[f'{name}_median_seconds_per_step']:>16.3f} "
                      f"{result[f'{name}_samples_per_second']:>10.2f} {result[f'{name}_response_tokens']:>13.1f} "
                      f"{ratio:>11}")
+    phases = result["kit_ppo_phase_seconds"]
+    lines += ["", "kit_ppo, one step (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items())]
     return "\n".join(lines)
 
 

@@ -15,7 +15,8 @@ The three run in this one process, one after the other, on the same model, promp
 
 The model is the workspace's SFT policy (the workspace is built up to `sft` if it is missing; about a minute in
 `ci`, four in `lab`). tokens/s counts response tokens up to and including each row's eos, the same tokens for all
-three (the kit and `generate_before` draw identical tokens: `tests/test_sampling.py` checks it), timed as the
+three (the kit and `generate_before` draw identical tokens: `tests/test_sampling.py` checks it, and the script
+prints whether they did here), timed as the
 median of `--repeats` calls after one warm-up call. Ratios are the kit's tokens/s over the others' (above 1: the
 kit is faster).
 """
@@ -121,6 +122,8 @@ def main(argv=None) -> int:
     }
     result = {"preset": args.preset, "batch": args.batch, "max_new_tokens": max_new_tokens,
               "threads": torch.get_num_threads(), "device": str(model.device)}
+    kit_ids = calls["kit"]()
+    result["same_tokens_as_generate_before"] = bool(torch.equal(kit_ids, calls["generate_before"]()))
     for name, call in calls.items():
         torch.manual_seed(args.seed)
         call()                                                           # warm-up
@@ -144,6 +147,7 @@ def main(argv=None) -> int:
         ratio = result["kit_tokens_per_second"] / result[f"{name}_tokens_per_second"]
         print(f"{name:<16}{result[f'{name}_seconds']:>9.3f}{result[f'{name}_tokens']:>9.0f}"
               f"{result[f'{name}_tokens_per_second']:>11.1f}{ratio:>12.3f}")
+    print(f"\nkit and generate_before drew the same tokens: {result['same_tokens_as_generate_before']}")
     if args.json:
         print(json.dumps(result))
     return 0

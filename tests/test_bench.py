@@ -31,6 +31,10 @@ def test_bench_prints_samples_per_second_and_ratios(micro_rm_ws, capsys):
     for name in ("trl_rloo", "trl_grpo"):
         assert result[f"kit_over_{name}"] > 0
     assert (result["batch"], result["generations"], result["max_new_tokens"]) == (4, 2, 8)
+    phases = result["kit_ppo_phase_seconds"]
+    assert set(phases) == {"rollout", "score", "logprobs", "update", "other"}
+    assert all(v >= 0 for v in phases.values()) and phases["rollout"] > 0 and phases["update"] > 0
+    assert sum(phases.values()) <= result["kit_ppo_median_seconds_per_step"] * 1.5
 
 
 def test_bench_rejects_a_batch_that_the_groups_do_not_divide(tmp_path, capsys):

@@ -125,6 +125,7 @@ def test_bench_prints_the_ratios_and_counts_the_same_tokens(micro_ws, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     assert result["kit_tokens"] == result["generate_before_tokens"] > 0
+    assert result["same_tokens_as_generate_before"] is True
     for name in ("kit", "generate_before", "plain_loop"):
         assert result[f"{name}_tokens_per_second"] > 0
         assert any(line.startswith(name) for line in out), f"no table row for {name}"
