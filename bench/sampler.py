@@ -16,9 +16,9 @@ The three run in this one process, one after the other, on the same model, promp
 The model is the workspace's SFT policy (the workspace is built up to `sft` if it is missing; about a minute in
 `ci`, four in `lab`). tokens/s counts response tokens up to and including each row's eos, the same tokens for all
 three (the kit and `generate_before` draw identical tokens: `tests/test_sampling.py` checks it, and the script
-prints whether they did here), timed as the
-median of `--repeats` calls after one warm-up call. Ratios are the kit's tokens/s over the others' (above 1: the
-kit is faster).
+prints whether they did here). After one warm-up call each, the three are called in turn `--repeats` times (round
+robin, so that a shared machine's drift reaches all three alike); s/call is the median. A ratio is the median over
+rounds of the kit's tokens/s over the other's in the same round (above 1: the kit is faster).
 """
 
 from __future__ import annotations
@@ -124,27 +124,31 @@ def main(argv=None) -> int:
               "threads": torch.get_num_threads(), "device": str(model.device)}
     kit_ids = calls["kit"]()
     result["same_tokens_as_generate_before"] = bool(torch.equal(kit_ids, calls["generate_before"]()))
-    for name, call in calls.items():
-        torch.manual_seed(args.seed)
-        call()                                                           # warm-up
-        seconds, tokens = [], []
-        for _ in range(args.repeats):
+    for call in calls.values():                                      # warm-up
+        call()
+    seconds, tokens = {name: [] for name in calls}, {name: [] for name in calls}
+    for _ in range(args.repeats):               # round robin, so that a machine's drift reaches all three alike
+        for name, call in calls.items():
+            torch.manual_seed(args.seed)
             started = time.perf_counter()
             ids = call()
-            seconds.append(time.perf_counter() - started)
-            tokens.append(int(first_eos_mask(ids, tokenizer.eos_token_id)[0].sum()))
-        median = statistics.median(seconds)
+            seconds[name].append(time.perf_counter() - started)
+            tokens[name].append(int(first_eos_mask(ids, tokenizer.eos_token_id)[0].sum()))
+    for name in calls:
+        median = statistics.median(seconds[name])
         result[f"{name}_seconds"] = round(median, 4)
-        result[f"{name}_tokens"] = statistics.median(tokens)
-        result[f"{name}_tokens_per_second"] = round(statistics.median(tokens) / median, 1)
-    for name in SAMPLERS[1:]:
-        result[f"kit_over_{name}"] = round(result["kit_tokens_per_second"] / result[f"{name}_tokens_per_second"], 3)
+        result[f"{name}_tokens"] = statistics.median(tokens[name])
+        result[f"{name}_tokens_per_second"] = round(statistics.median(tokens[name]) / median, 1)
+    for name in SAMPLERS[1:]:        # the median over rounds of the kit's speed over this one's in the same round
+        result[f"kit_over_{name}"] = round(statistics.median(
+            (t_kit / t) * (s / s_kit) for t_kit, t, s_kit, s in
+            zip(tokens["kit"], tokens[name], seconds["kit"], seconds[name])), 3)
 
     print(f"preset {args.preset} on {result['device']}, {result['threads']} torch thread(s); {args.batch} prompts x "
           f"up to {max_new_tokens} tokens, temperature {args.temperature}; median of {args.repeats} calls\n")
     print(f"{'sampler':<16}{'s/call':>9}{'tokens':>9}{'tokens/s':>11}{'kit / this':>12}")
     for name in SAMPLERS:
-        ratio = result["kit_tokens_per_second"] / result[f"{name}_tokens_per_second"]
+        ratio = result.get(f"kit_over_{name}", 1.0)
         print(f"{name:<16}{result[f'{name}_seconds']:>9.3f}{result[f'{name}_tokens']:>9.0f}"
               f"{result[f'{name}_tokens_per_second']:>11.1f}{ratio:>12.3f}")
     print(f"\nkit and generate_before drew the same tokens: {result['same_tokens_as_generate_before']}")

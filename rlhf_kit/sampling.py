@@ -100,15 +100,20 @@ def _next_token(logits: torch.Tensor, temperature: float, top_k: int | None, str
 class _HFDecoder:
     """One decoding step through the model's own forward and its KV cache object: works for any causal LM."""
 
-    def __init__(self, model, past):
-        self.model, self.past = model, past
+    def __init__(self, model, past, attention_mask: torch.Tensor):
+        self.model, self.past, self.attention_mask = model, past, attention_mask
         self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def keep(self, index: torch.Tensor) -> None:
+        """Keep only the batch rows `index` (the others have ended)."""
         self.past.batch_select_indices(index)
+        self.attention_mask = self.attention_mask[index]
 
-    def __call__(self, token, attention_mask, position) -> torch.Tensor:
-        logits, self.past = _forward(self.model, token[:, None], attention_mask, position[:, None], self.past,
+    def __call__(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """The next token's logits (n, vocab), float32, after `token` (n,) at `position` (n,)."""
+        mask = self.attention_mask
+        self.attention_mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+        logits, self.past = _forward(self.model, token[:, None], self.attention_mask, position[:, None], self.past,
                                      self.keep_last)
         return logits
 
@@ -134,6 +139,9 @@ class _GPT2Decoder:
             keys[:, :, :p], values[:, :, :p] = layer.keys, layer.values
             self.keys.append(keys)
             self.values.append(values)
+        # added to the attention scores: -inf on the prompts' left padding, 0 on every other key
+        self.bias = torch.zeros(b, 1, 1, p + max_new_tokens, device=attention_mask.device)
+        self.bias[:, 0, 0, :p].masked_fill_(attention_mask == 0, float("-inf"))
         self.length = p                                          # filled key columns
 
     @staticmethod
@@ -148,12 +156,12 @@ class _GPT2Decoder:
     def keep(self, index: torch.Tensor) -> None:
         self.keys = [k[index] for k in self.keys]
         self.values = [v[index] for v in self.values]
+        self.bias = self.bias[index]
 
-    def __call__(self, token, attention_mask, position) -> torch.Tensor:
+    def __call__(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         t, n, s = self.t, len(token), self.length
         x = t.wte.weight[token] + t.wpe.weight[position]                     # (n, E)
-        bias = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill_(attention_mask == 0, float("-inf"))[:, None, None, :]   # (n, 1, 1, s + 1)
+        bias = self.bias[..., : s + 1]
         for block, keys, values in zip(t.h, self.keys, self.values):
             attn, mlp = block.attn, block.mlp
             h = F.layer_norm(x, block.ln_1.normalized_shape, block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
@@ -199,7 +207,7 @@ def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: 
     b, prompt_len = enc["input_ids"].shape
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     response = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    rows = torch.arange(b, device=device)                        # the rows still writing, as indices into the batch
+    rows = torch.arange(b, device=device)                        # the rows in the batch, as indices into prompts
     attention_mask = enc["attention_mask"]
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
     try:
@@ -207,7 +215,7 @@ def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: 
             keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
             logits, past = _forward(model, enc["input_ids"], attention_mask, position_ids, None, keep_last)
             step = (_GPT2Decoder(model, past, max_new_tokens, attention_mask) if _GPT2Decoder.fits(model)
-                    else _HFDecoder(model, past))
+                    else _HFDecoder(model, past, attention_mask))
             vocab = logits.shape[-1]
             block = max(1, min(RANDOM_BLOCK_TOKENS, max_new_tokens, RANDOM_BLOCK_NUMBERS // (b * vocab)))
             streams = (_RowStreams(seeds, vocab, device, block)
@@ -226,11 +234,9 @@ def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: 
                 if 4 * n_done >= len(rows):        # a quarter of the batch has ended: drop those rows
                     keep = (~done).nonzero().squeeze(1)
                     rows, token, position, done = rows[keep], token[keep], position[keep], done[keep]
-                    attention_mask = attention_mask[keep]
                     step.keep(keep)
-                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
                 position = position + 1
-                logits = step(token, attention_mask, position)
+                logits = step(token, position)
     finally:
         model.train(was_training)
     out = torch.cat([enc["input_ids"], response[:, :n_written]], dim=1)

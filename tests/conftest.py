@@ -24,3 +24,21 @@ def micro_rm_ws(micro_ws):
     """`micro_ws` with the preferences and reward stages built too."""
     micro_ws.ensure("reward")
     return micro_ws
+
+
+# ------------------------------------------------------------------------------------- measurements
+MEASURED: list[str] = []    # lines a test measured (e.g. the playground's latency), printed after the run
+
+
+@pytest.fixture
+def measured():
+    """`measured(line)` keeps a measurement to print in the run's summary, where a timed figure belongs (a
+    timed assertion would fail on a slow machine; the figure is for the reader of the run)."""
+    return MEASURED.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASURED:
+        terminalreporter.section("measured")
+        for line in MEASURED:
+            terminalreporter.write_line(line)

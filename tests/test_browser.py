@@ -256,7 +256,7 @@ def slide_to(slider, *keys: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LAB_04.exists(), reason="lab 04 is not generated")
-def test_the_playground_sliders_drive_a_real_run_in_jupyterlab(tmp_path):
+def test_the_playground_sliders_drive_a_real_run_in_jupyterlab(tmp_path, measured):
     require_browser()
     from playwright.sync_api import expect
 
@@ -275,10 +275,16 @@ def test_the_playground_sliders_drive_a_real_run_in_jupyterlab(tmp_path):
         expect(playground.locator(".rk-beta .widget-readout")).to_have_text("0")
         expect(playground.locator(".rk-steps .widget-readout")).to_have_text("2")
         picture = dashboard.get_attribute("src")
+        pressed = time.perf_counter()
         playground.locator(".rk-run").click()
+        page.wait_for_function("([element, before]) => element.getAttribute('src') !== before",
+                               arg=[dashboard.element_handle(), picture], timeout=RUN_TIMEOUT_S * 1000)
+        in_browser = time.perf_counter() - pressed                 # click to the first redrawn dashboard
         expect(status).to_contain_text(re.compile(rf"Run #{runs_so_far + 1} beta=0 eps=\S+ lr=\S+.* finished after "
                                                   r"2 of 2 steps"), timeout=RUN_TIMEOUT_S * 1000)
-        assert dashboard.get_attribute("src") != picture, "the dashboard should be redrawn with the new run"
+        in_kernel = float(re.search(r"first curve ([\d.]+) s after Run", status.inner_text()).group(1))
+        measured(f"playground ({os.environ.get('RLHF_KIT_PRESET', 'lab')}): first redrawn curve {in_browser:.1f} s "
+                 f"after clicking Run in the browser ({in_kernel:.1f} s of it in the kernel)")
         expect(playground.locator(".rk-run")).to_be_enabled()
         playground.screenshot(path=PLAYGROUND_SCREENSHOT)
 

@@ -2,6 +2,7 @@
 threaded run early, tokens are coloured one span each, bad settings land in the status line."""
 
 import re
+import time
 
 import matplotlib.pyplot as plt
 import pytest
@@ -23,7 +24,9 @@ def test_sliders_reach_the_trainer_config_and_the_dashboard(micro_rm_ws):
     figures_before = plt.get_fignums()
     pg = Playground(micro_rm_ws, base_config=TINY)
     pg.beta.value, pg.clip_eps.value, pg.lr.value, pg.steps.value = 0.2, 0.1, 3e-4, 2
+    pressed = time.perf_counter()
     run = pg.run_sync()
+    elapsed = time.perf_counter() - pressed
     config = pg.trainer.config
     assert (config.beta, config.clip_eps, config.lr, config.steps) == (0.2, 0.1, 3e-4, 2)
     assert config.batch_size == TINY.batch_size                 # the rest comes from base_config
@@ -31,6 +34,8 @@ def test_sliders_reach_the_trainer_config_and_the_dashboard(micro_rm_ws):
     assert [s["beta"] for s in run.history] == [0.2, 0.2]
     assert run.label == "#1 beta=0.2 eps=0.1 lr=3e-4"
     assert "finished after 2 of 2 steps" in pg.status.value
+    assert 0 < run.first_curve_seconds < elapsed                 # the first step's curve, before the run's end
+    assert f"; first curve {run.first_curve_seconds:.1f} s after Run)" in pg.status.value
     assert bytes(pg.dashboard.value).startswith(b"\x89PNG")
     assert pg.samples.value.count("<tr>") == 1 + min(4, len(pg.trainer.last_batch))
     assert pg.progress.value == 2 and not pg.running and not pg.run_button.disabled and pg.stop_button.disabled

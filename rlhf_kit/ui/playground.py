@@ -73,6 +73,8 @@ class Run:
     history: list[dict] = field(default_factory=list)     # `PPOTrainer.step()` stats, one per step
     status: str = "running"              # running, finished, stopped, diverged or failed
     message: str = ""                    # why it diverged or failed
+    pressed_at: float = field(default_factory=time.perf_counter)   # when Run was pressed (the run was made)
+    first_curve_seconds: float | None = None   # from pressing Run to the dashboard drawn with its first step
 
     @property
     def label(self) -> str:
@@ -327,8 +329,10 @@ class Playground(_PlaygroundBase):
                 run.history.append(self.trainer.step())
                 self._show_step(run, time.perf_counter() - started)
             run.status = "finished" if len(run.history) == steps else "stopped"
+            first = ("" if run.first_curve_seconds is None else
+                     f"; first curve {run.first_curve_seconds:.1f} s after Run")
             self._say(f"Run {html.escape(run.label)} {run.status} after {len(run.history)} of {steps} steps "
-                      f"({time.perf_counter() - started:.1f} s).")
+                      f"({time.perf_counter() - started:.1f} s{first}).")
 
     # ---------------------------------------------------------------------------------------- display
     def _show_step(self, run: Run, seconds: float) -> None:
@@ -339,6 +343,8 @@ class Playground(_PlaygroundBase):
                   f"proxy {stats['proxy']:+.2f} · gold {stats['gold']:+.2f} · KL {stats['kl']:.2f} nats · "
                   f"beta {stats['beta']:.3g}")
         self._draw()
+        if run.first_curve_seconds is None:
+            run.first_curve_seconds = time.perf_counter() - run.pressed_at
         self.samples.value = self.sample_table().data
         self.token_row.max = max(0, len(self.trainer.last_batch) - 1)
         self._show_tokens()
