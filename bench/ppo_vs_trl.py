@@ -1,15 +1,18 @@
-"""Samples per second of one PPO step of the kit beside one step of TRL's RLOOTrainer and GRPOTrainer.
+"""Samples per second of one step of the kit's PPO, RLOO and GRPO beside one step of TRL's RLOOTrainer and
+GRPOTrainer.
 
     python bench/ppo_vs_trl.py --preset ci --steps 5 --batch 16 [--json]
 
-All three run in this one process, one after the other, on the same device, from the same SFT policy (each loads
+All five run in this one process, one after the other, on the same device, from the same SFT policy (each loads
 its own fresh copy from the workspace's `sft` directory), against the same reward model (one `RewardScorer`, which
 reads text), on the same prompt set (the world's training prompts), with the same batch, generation length,
 sampling temperature, KL coefficient, clip range, learning rate and number of optimiser updates:
 
 - a *step* is one rollout of `batch` samples followed by all the updates made on it;
-  the kit: `batch` prompts x 1 sample, then `ppo_epochs` passes over `batch / minibatch` minibatches;
-  TRL: `batch / generations` prompts x `generations` samples (GRPO and RLOO need a group per prompt), then
+  the kit's PPO: `batch` prompts x 1 sample, then `ppo_epochs` passes over `batch / minibatch` minibatches;
+  the kit's RLOO and GRPO (`PPOConfig.estimator`, `group_size = generations`, each with its own place for the
+  KL: RLOO's in the reward, GRPO's in the loss, as TRL's) and TRL's:
+  `batch / generations` prompts x `generations` samples (GRPO and RLOO need a group per prompt), then
   `num_iterations = ppo_epochs` passes over `steps_per_generation = batch / minibatch` minibatches of
   `per_device_train_batch_size = minibatch`: the same `ppo_epochs * batch / minibatch` optimiser updates;
 - `minibatch` keeps the preset's number of minibatches per batch (ci: 16 / 8 -> 2);
@@ -17,7 +20,9 @@ sampling temperature, KL coefficient, clip range, learning rate and number of op
   `PPOTrainer.step()`, TRL's from `on_step_begin` of the step's first update to `on_step_end` of its last
   (generation, reward, reference and old log-probs happen inside the first update);
 - samples/s = batch / median seconds per step; a ratio is the kit's samples/s over TRL's (above 1: the kit is
-  faster).
+  faster): `kit_over_trl_*` is the kit's PPO over TRL's trainer, `kit_rloo_over_trl_rloo` and
+  `kit_grpo_over_trl_grpo` the same algorithm against itself;
+- each kit step is also split into its phases (rollout, score, logprobs, update, other), median seconds.
 
 What each step computes beyond the shared work is the algorithms' own: the kit's PPO also runs and trains a value
 model (critic) and records the gold reward; RLOO and GRPO are critic-free. Mean response lengths are printed so
@@ -30,6 +35,7 @@ bf16 autocast on a GPU that supports it, fp32 elsewhere, for the kit and TRL ali
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -39,7 +45,9 @@ import time
 from rlhf_kit.presets import PRESETS
 from rlhf_kit.workspace import Workspace
 
-TRAINERS = ("kit_ppo", "trl_rloo", "trl_grpo")
+TRAINERS = ("kit_ppo", "kit_rloo", "kit_grpo", "trl_rloo", "trl_grpo")
+KIT_TRAINERS = {"kit_ppo": "gae", "kit_rloo": "rloo", "kit_grpo": "grpo"}     # name: PPOConfig.estimator
+LIKE_FOR_LIKE = (("kit_rloo", "trl_rloo"), ("kit_grpo", "trl_grpo"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,7 +185,7 @@ def time_trl(kind: str, ws, config, reward_fn, prompts: list[str], generations: 
 
 # ------------------------------------------------------------------------------------------------- main
 def run(ws, steps: int, batch: int | None = None, generations: int = 4, max_new_tokens: int | None = None) -> dict:
-    """Time the three trainers on the workspace `ws` (built up to `reward` if missing); returns the results."""
+    """Time the five trainers on the workspace `ws` (built up to `reward` if missing); returns the results."""
     import torch
 
     from rlhf_kit.device import describe_device, pick_device
@@ -196,7 +204,10 @@ def run(ws, steps: int, batch: int | None = None, generations: int = 4, max_new_
     reward_fn = RewardScorer(ws.require("reward"), device=device)
     prompts = training_prompts(load_world(ws.require("world")))
 
-    timings = {"kit_ppo": time_kit(ws, config, reward_fn, steps)}
+    timings = {}
+    for name, estimator in KIT_TRAINERS.items():     # the kit's critic-free trainers sample as TRL's do: groups
+        group = {} if estimator == "gae" else {"estimator": estimator, "group_size": generations, "kl_in": None}
+        timings[name] = time_kit(ws, dataclasses.replace(config, **group), reward_fn, steps)
     for kind in ("rloo", "grpo"):
         with tempfile.TemporaryDirectory(prefix=f"bench-trl-{kind}-") as output_dir:     # TRL saves nothing here
             timings[f"trl_{kind}"] = time_trl(kind, ws, config, reward_fn, prompts, generations, steps, output_dir)
@@ -211,10 +222,14 @@ def run(ws, steps: int, batch: int | None = None, generations: int = 4, max_new_
         result[f"{name}_samples_per_second"] = round(batch / median, 3)
         result[f"{name}_response_tokens"] = round(timings[name]["response_tokens"], 2)
         result[f"{name}_step_seconds"] = [round(s, 4) for s in timings[name]["step_seconds"]]
-    result["kit_ppo_phase_seconds"] = {k: round(v, 4) for k, v in timings["kit_ppo"]["phases"].items()}
+    for name in KIT_TRAINERS:
+        result[f"{name}_phase_seconds"] = {k: round(v, 4) for k, v in timings[name]["phases"].items()}
     for name in TRAINERS[1:]:
         result[f"kit_over_{name}"] = round(result["kit_ppo_samples_per_second"] /
                                            result[f"{name}_samples_per_second"], 3)
+    for kit, trl in LIKE_FOR_LIKE:
+        result[f"{kit}_over_{trl}"] = round(result[f"{kit}_samples_per_second"] / result[f"{trl}_samples_per_second"],
+                                            3)
     return result
 
 
@@ -233,8 +248,10 @@ def table(result: dict) -> str:
         lines.append(f"{name:<10} {result[f'{name}_median_seconds_per_step']:>16.3f} "
                      f"{result[f'{name}_samples_per_second']:>10.2f} {result[f'{name}_response_tokens']:>13.1f} "
                      f"{ratio:>11}")
-    phases = result["kit_ppo_phase_seconds"]
-    lines += ["", "kit_ppo, one step (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items())]
+    lines += [""] + [f"{kit} / {trl}: {result[f'{kit}_over_{trl}']:.3f}" for kit, trl in LIKE_FOR_LIKE]
+    lines += [""] + [f"{name}, one step (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                                result[f"{name}_phase_seconds"].items())
+                     for name in KIT_TRAINERS]
     return "\n".join(lines)
 
 

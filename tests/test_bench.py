@@ -23,18 +23,19 @@ def test_bench_prints_samples_per_second_and_ratios(micro_rm_ws, capsys):
     assert load_bench().main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
-    for name in ("kit_ppo", "trl_rloo", "trl_grpo"):
+    for name in ("kit_ppo", "kit_rloo", "kit_grpo", "trl_rloo", "trl_grpo"):
         assert result[f"{name}_samples_per_second"] > 0
         assert len(result[f"{name}_step_seconds"]) == 1
         assert 1 <= result[f"{name}_response_tokens"] <= 8
         assert any(line.startswith(name) for line in out), f"no table row for {name}"
     for name in ("trl_rloo", "trl_grpo"):
-        assert result[f"kit_over_{name}"] > 0
+        assert result[f"kit_over_{name}"] > 0 and result[f"kit_{name[4:]}_over_{name}"] > 0
     assert (result["batch"], result["generations"], result["max_new_tokens"]) == (4, 2, 8)
-    phases = result["kit_ppo_phase_seconds"]
-    assert set(phases) == {"rollout", "score", "logprobs", "update", "other"}
-    assert all(v >= 0 for v in phases.values()) and phases["rollout"] > 0 and phases["update"] > 0
-    assert sum(phases.values()) <= result["kit_ppo_median_seconds_per_step"] * 1.5
+    for name in ("kit_ppo", "kit_rloo", "kit_grpo"):
+        phases = result[f"{name}_phase_seconds"]
+        assert set(phases) == {"rollout", "score", "logprobs", "update", "other"}
+        assert all(v >= 0 for v in phases.values()) and phases["rollout"] > 0 and phases["update"] > 0
+        assert sum(phases.values()) <= result[f"{name}_median_seconds_per_step"] * 1.5
 
 
 def test_bench_rejects_a_batch_that_the_groups_do_not_divide(tmp_path, capsys):
