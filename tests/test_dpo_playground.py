@@ -59,6 +59,7 @@ def test_sliders_reach_the_config_and_every_run_is_evaluated_at_its_points(micro
     assert pg.runs == [run, second] and pg.checkpoints is second.evaluations
 
 
+@pytest.mark.slow     # 7-9 s: make test runs it, make test-fast (under 2 minutes) does not
 def test_eval_every_sets_the_evaluation_points_and_the_learners_functions_are_trained_with(micro_rm_ws):
     calls = {"loss": 0, "logprobs": 0}
 
@@ -84,6 +85,7 @@ def test_eval_every_sets_the_evaluation_points_and_the_learners_functions_are_tr
     assert pg.trainer.loss_fn is my_dpo_loss
 
 
+@pytest.mark.slow     # 7-9 s: make test runs it, make test-fast (under 2 minutes) does not
 def test_the_learners_labels_are_trained_on_too(micro_rm_ws, tmp_path):
     """Like lab 06's sweep (`dpo.workspace_pairs(ws, extra_stores)`), the playground trains on the learner's label
     files as well as the simulated labeller's pairs."""
