@@ -43,3 +43,19 @@ def test_bench_rejects_a_batch_that_the_groups_do_not_divide(tmp_path, capsys):
     assert load_bench().main(argv) == 2
     assert "--batch=6 must be a positive multiple of --generations=4" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "a bad flag must fail before anything is built"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_playground_bench_splits_the_first_curves_seconds(micro_rm_ws, capsys):
+    argv = ["--preset", "micro", "--workspace", str(micro_rm_ws.home), "--seed", str(micro_rm_ws.seed),
+            "--repeats", "1", "--json"]
+    assert load_script("playground").main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["first_curve_seconds"] > result["build_seconds"] > 0 and result["draw_seconds"] > 0
+    assert result["step_and_rest_seconds"] > 0
