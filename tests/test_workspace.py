@@ -356,3 +356,34 @@ def test_a_stage_rebuilt_for_new_preset_values_keeps_the_learners_labels(labelle
     assert "Rebuilding 'reward': it was built with other 'micro' settings" in out
     assert "with the label files it was built with before: labels/you.jsonl." in out
     assert ws.metrics("reward")["inputs"]["extra_stores"] == ["labels/you.jsonl"]
+
+
+def test_build_keeps_its_curve_and_reuses_a_built_stage_only_when_told(tmp_path, micro_preset, monkeypatch, capsys):
+    """A build with a callback writes what it passed to it in curve.json; with $RLHF_KIT_REUSE_BUILT=1 (the test
+    suite's labs/ pass) `build` returns the built stage untouched and replays that curve, and builds a stage that is
+    missing as usual; without it, `build` trains again."""
+    from rlhf_kit.workspace import CURVE_FILE, REUSE_VAR
+
+    ws = Workspace(micro_preset, home=tmp_path, seed=0)
+    ws.ensure("base")
+    seen = []
+    ws.build("base", callback=lambda step, **values: seen.append((step, values)))
+    recorded = json.loads((ws.path("base") / CURVE_FILE).read_text())
+    assert len(recorded) == len(seen) >= 2
+    assert [(p["step"], p["loss"]) for p in recorded] == [(step, values["loss"]) for step, values in seen]
+    built_at = (ws.path("base") / "DONE.json").stat().st_mtime_ns
+    ws.ensure("sft")
+
+    monkeypatch.setenv(REUSE_VAR, "1")
+    replayed = []
+    assert ws.build("base", callback=lambda step, **values: replayed.append((step, values))) == ws.path("base")
+    assert replayed == [(step, {"loss": values["loss"]}) for step, values in seen]
+    assert (ws.path("base") / "DONE.json").stat().st_mtime_ns == built_at and ws.is_done("sft")
+    assert "base: reusing the stage already built" in capsys.readouterr().out
+    shutil.rmtree(ws.path("sft"))
+    ws.build("sft")                                       # missing: built as usual
+    assert ws.is_done("sft")
+
+    monkeypatch.delenv(REUSE_VAR)
+    ws.build("base")
+    assert (ws.path("base") / "DONE.json").stat().st_mtime_ns != built_at and not ws.path("sft").exists()
