@@ -65,6 +65,9 @@ class Preset:
     # --- GRPO and RLOO (rlhf_kit.grpo.grpo_config): PPO's steps, batch, epochs, lr, beta and clip ---
     grpo_group_size: int = 4    # responses per prompt; a batch of ppo_batch_size responses holds
     #                             ppo_batch_size // grpo_group_size prompts
+    # --- the TRL comparisons ---
+    trl_sft_steps: int | None = None   # lab 01's SFTTrainer run (`sft.trl_sft_config`); None: sft_steps, the same
+    #                                    as the kit's. ci runs half of them: the test suite's slowest cell
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +118,7 @@ PRESETS: dict[str, Preset] = {
         ppo_steps=20, ppo_batch_size=16, ppo_minibatch_size=8, ppo_epochs=2,
         ppo_lr=1e-4, ppo_beta=0.05, ppo_clip_eps=0.2,
         dpo_beta=0.1, dpo_epochs=1, dpo_batch_size=16, dpo_lr=1e-4,     # gold peaked within 1 epoch (README)
+        trl_sft_steps=750,
     ),
     "lab": Preset(
         name="lab",

@@ -101,6 +101,13 @@ def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable
     }
 
 
+def trl_sft_config(preset, seed: int = 0) -> SFTConfig:
+    """The SFT settings of lab 01's TRL comparison: the kit's (`SFTConfig.from_preset`), for the preset's
+    `trl_sft_steps` steps when it sets them (`ci`, so that the test suite's slowest cell takes half the
+    time; TRL's SFT still beats the base model there), else for the same number of steps as the kit."""
+    return SFTConfig.from_preset(preset, seed, **({"steps": preset.trl_sft_steps} if preset.trl_sft_steps else {}))
+
+
 def train_sft_with_trl(base_dir, demos: list[dict], config: SFTConfig, output_dir=None):
     """The same fine-tune with TRL's SFTTrainer, CPU-safe: returns (model, tokenizer, train_loss).
 

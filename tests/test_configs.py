@@ -54,3 +54,13 @@ def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
     assert cosine_lr(4, 100, 1.0, warmup=5) == pytest.approx(1.0)
     assert cosine_lr(100, 100, 1.0, warmup=5) == pytest.approx(0.1)
     assert all(not math.isnan(cosine_lr(s, 10, 1e-3, 1)) for s in range(12))
+
+
+def test_lab_01s_trl_run_takes_the_kits_settings_and_fewer_steps_only_in_ci():
+    from rlhf_kit.sft import trl_sft_config
+
+    for name in ("micro", "lab", "gpu"):
+        preset = get_preset(name)
+        assert trl_sft_config(preset, 3) == SFTConfig.from_preset(preset, 3)
+    ci = get_preset("ci")
+    assert trl_sft_config(ci, 3) == SFTConfig.from_preset(ci, 3, steps=750) and 750 < ci.sft_steps
