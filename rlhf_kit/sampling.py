@@ -103,6 +103,8 @@ class _HFDecoder:
     def __init__(self, model, past, attention_mask: torch.Tensor):
         self.model, self.past, self.attention_mask = model, past, attention_mask
         self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+        # a cache that cannot drop batch rows keeps every row to the end (ended rows are padded all the same)
+        self.can_keep = hasattr(past, "batch_select_indices")
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the batch rows `index` (the others have ended)."""
@@ -143,6 +145,7 @@ class _GPT2Decoder:
         self.bias = torch.zeros(b, 1, 1, p + max_new_tokens, device=attention_mask.device)
         self.bias[:, 0, 0, :p].masked_fill_(attention_mask == 0, float("-inf"))
         self.length = p                                          # filled key columns
+        self.can_keep = True
 
     @staticmethod
     def fits(model) -> bool:
@@ -231,7 +234,7 @@ def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: 
                 n_done = int(done.sum())
                 if n_done == len(rows) or t + 1 == max_new_tokens:
                     break
-                if 4 * n_done >= len(rows):        # a quarter of the batch has ended: drop those rows
+                if 4 * n_done >= len(rows) and step.can_keep:     # a quarter of the batch has ended: drop them
                     keep = (~done).nonzero().squeeze(1)
                     rows, token, position, done = rows[keep], token[keep], position[keep], done[keep]
                     step.keep(keep)

@@ -130,3 +130,19 @@ def test_bench_prints_the_ratios_and_counts_the_same_tokens(micro_ws, capsys):
         assert result[f"{name}_tokens_per_second"] > 0
         assert any(line.startswith(name) for line in out), f"no table row for {name}"
     assert result["kit_over_generate_before"] > 0 and result["kit_over_plain_loop"] > 0
+
+
+def test_a_cache_that_cannot_drop_rows_keeps_them_and_samples_the_same(sft, monkeypatch):
+    """A model whose KV cache has no `batch_select_indices` (some cache types) decodes every row to the end."""
+    model, tok = sft
+    seeds = row_seeds(3, 5, 0, len(PROMPTS))
+    expected = sample(model, tok, PROMPTS, seeds, 0.9, 40).response_ids
+    monkeypatch.setattr(sampling._GPT2Decoder, "fits", staticmethod(lambda model: False))
+    real_init = sampling._HFDecoder.__init__
+
+    def without_row_dropping(self, *args):
+        real_init(self, *args)
+        self.can_keep = False
+        self.keep = None                                      # would raise if called
+    monkeypatch.setattr(sampling._HFDecoder, "__init__", without_row_dropping)
+    assert torch.equal(sample(model, tok, PROMPTS, seeds, 0.9, 40).response_ids, expected)
