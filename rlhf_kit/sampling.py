@@ -31,18 +31,20 @@ class _RowStreams:
     def __init__(self, seeds: list[int], vocab: int, device, block: int):
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.vocab, self.device, self.block = vocab, device, block
-        self.u, self.u_rows, self.t = None, None, block    # u: (len(u_rows), block, vocab); t: next index in block
+        self.u, self.t = None, block       # u: (rows, block, vocab) uniforms; t: the next token's index in it
 
-    def gumbel(self, rows: torch.Tensor) -> torch.Tensor:
-        """(len(rows), vocab) Gumbel noise for the next token of `rows` (indices into seeds, ascending, a subset
-        of the previous call's). Every stream advances by one token per call."""
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the streams of batch rows `index` (the others have ended)."""
+        self.generators = [self.generators[i] for i in index.tolist()]
+        if self.u is not None:
+            self.u = self.u[index]
+
+    def gumbel(self) -> torch.Tensor:
+        """(rows, vocab) Gumbel noise for every row's next token; every stream advances by one token."""
         if self.t == self.block:
-            self.u = torch.stack([torch.rand(self.block * self.vocab, generator=self.generators[r], device=self.device)
-                                  for r in rows.tolist()]).view(len(rows), self.block, self.vocab)
-            self.u_rows, self.t = rows, 0
-        elif len(rows) < len(self.u_rows):
-            self.u = self.u[torch.searchsorted(self.u_rows, rows)]
-            self.u_rows = rows
+            self.u = torch.stack([torch.rand(self.block * self.vocab, generator=g, device=self.device)
+                                  for g in self.generators]).view(len(self.generators), self.block, self.vocab)
+            self.t = 0
         u = self.u[:, self.t]
         self.t += 1
         return -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
@@ -86,23 +88,22 @@ RANDOM_BLOCK_TOKENS = 16           # uniforms drawn ahead per row, in tokens (at
 RANDOM_BLOCK_NUMBERS = 1 << 22
 
 
-def _next_token(logits: torch.Tensor, temperature: float, top_k: int | None, streams: _RowStreams | None,
-                rows: torch.Tensor) -> torch.Tensor:
+def _next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
+                streams: _RowStreams | None) -> torch.Tensor:
     """argmax(logits / T + Gumbel noise) over the top_k largest logits (plain argmax when temperature is 0)."""
     if temperature == 0:
         return logits.argmax(-1)
     if top_k is not None and top_k < logits.shape[-1]:             # only the k largest logits can win
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return (logits / temperature + streams.gumbel(rows)).argmax(-1)
+    return (logits / temperature + streams.gumbel()).argmax(-1)
 
 
 class _HFDecoder:
     """One decoding step through the model's own forward and its KV cache object: works for any causal LM."""
 
-    def __init__(self, model, past, attention_mask: torch.Tensor):
-        self.model, self.past, self.attention_mask = model, past, attention_mask
-        self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+    def __init__(self, model, past, attention_mask: torch.Tensor, keep_last: bool):
+        self.model, self.past, self.attention_mask, self.keep_last = model, past, attention_mask, keep_last
         # a cache that cannot drop batch rows keeps every row to the end (ended rows are padded all the same)
         self.can_keep = hasattr(past, "batch_select_indices")
 
@@ -218,16 +219,15 @@ def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: 
             keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
             logits, past = _forward(model, enc["input_ids"], attention_mask, position_ids, None, keep_last)
             step = (_GPT2Decoder(model, past, max_new_tokens, attention_mask) if _GPT2Decoder.fits(model)
-                    else _HFDecoder(model, past, attention_mask))
+                    else _HFDecoder(model, past, attention_mask, keep_last))
             vocab = logits.shape[-1]
             block = max(1, min(RANDOM_BLOCK_TOKENS, max_new_tokens, RANDOM_BLOCK_NUMBERS // (b * vocab)))
-            streams = (_RowStreams(seeds, vocab, device, block)
-                       if temperature > 0 else None)
+            streams = _RowStreams(seeds, vocab, device, block) if temperature > 0 else None
             position = position_ids[:, -1]
             done = torch.zeros(b, dtype=torch.bool, device=device)     # rows in the batch that have ended
             n_written = 0
             for t in range(max_new_tokens):
-                token = _next_token(logits, temperature, top_k, streams, rows)
+                token = _next_token(logits, temperature, top_k, streams)
                 response[rows[~done], t] = token[~done]
                 n_written = t + 1
                 done |= token == eos_id
@@ -238,6 +238,8 @@ def sample(model, tokenizer, prompts: list[str], seeds: list[int], temperature: 
                     keep = (~done).nonzero().squeeze(1)
                     rows, token, position, done = rows[keep], token[keep], position[keep], done[keep]
                     step.keep(keep)
+                    if streams is not None:
+                        streams.keep(keep)
                 position = position + 1
                 logits = step(token, position)
     finally:
