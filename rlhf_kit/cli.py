@@ -93,11 +93,11 @@ def _parser() -> argparse.ArgumentParser:
                            "of the other responses to its prompt, KL in the reward")
     grpo.add_argument("--reward", choices=["rm", "verifier"], default="rm",
                       help="rm: the workspace's reward model; verifier: a program checking format, topic and length")
-    for name in ("ppo", "grpo", "dpo"):
+    for name in ("sft", "reward", "ppo", "grpo", "dpo"):
         sub.choices[name].add_argument("--lora-rank", type=int, default=None,
-                                       help="train LoRA adapters of this rank instead of every weight (the reference "
-                                            "is then the policy with its adapters off; merged weights are saved); "
-                                            "default 0: every weight")
+                                       help="train LoRA adapters of this rank instead of every weight (a policy's "
+                                            "reference is then itself with its adapters off); the adapters are merged "
+                                            "into the saved weights; default 0: every weight")
     dpo = sub.choices["dpo"]
     dpo.add_argument("--beta", type=float, default=None, help="implicit-reward scale (default: the preset's)")
     dpo.add_argument("--loss", choices=DPO_LOSSES, default=None, help="sigmoid (DPO) or ipo (default: sigmoid)")
@@ -126,6 +126,7 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 PPO_FLAGS = {"beta": "--beta", "clip_eps": "--clip-eps", "steps": "--steps", "lr": "--lr", "lora_rank": "--lora-rank"}
 DPO_FLAGS = {"beta": "--beta", "loss": "--loss", "epochs": "--epochs", "lr": "--lr", "lora_rank": "--lora-rank"}
 GRPO_FLAGS = {**PPO_FLAGS, "group_size": "--group-size"}
+LORA_FLAGS = {"lora_rank": "--lora-rank"}     # sft and reward
 
 
 def _config_options(args, ws, config_cls, flags: dict, make: Callable | None = None) -> dict:
@@ -271,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
             from .configs import DPOConfig
 
             ws.build("dpo", **_config_options(args, ws, DPOConfig, DPO_FLAGS))
+        elif args.command in ("sft", "reward"):
+            from .configs import RewardConfig, SFTConfig
+
+            config_cls = SFTConfig if args.command == "sft" else RewardConfig
+            ws.build(stage, **_config_options(args, ws, config_cls, LORA_FLAGS))
         else:
             ws.build(stage, **options)
         if getattr(args, "save", None):

@@ -191,20 +191,23 @@ def preference_rows(ws, extra_stores=()) -> list[dict]:
 
 
 def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = bradley_terry_loss,
-                 pick_fn: Callable = rewards_at_last_token, extra_stores=()) -> dict:
-    """Workspace stage `reward`: train the reward model, evaluate it on held-out prompts, normalise it."""
-    config = RewardConfig.from_preset(ws.preset, ws.seed)
+                 pick_fn: Callable = rewards_at_last_token, extra_stores=(), **overrides) -> dict:
+    """Workspace stage `reward`: train the reward model, evaluate it on held-out prompts, normalise it. Keyword
+    overrides replace RewardConfig fields (e.g. lora_rank=8, from `rlhf-kit reward --lora-rank 8`)."""
+    config = RewardConfig.from_preset(ws.preset, ws.seed, **overrides)
     train_rows, heldout_rows = split_by_prompt(preference_rows(ws, extra_stores), config.heldout_fraction, ws.seed)
-    return train_and_save(ws, train_rows, heldout_rows, out_dir, callback, loss_fn, pick_fn)
+    return train_and_save(ws, train_rows, heldout_rows, out_dir, callback, loss_fn, pick_fn, **overrides)
 
 
 def train_and_save(ws, train_rows: list[dict], heldout_rows: list[dict], out_dir, callback: Callable | None = None,
-                   loss_fn: Callable = bradley_terry_loss, pick_fn: Callable = rewards_at_last_token) -> dict:
+                   loss_fn: Callable = bradley_terry_loss, pick_fn: Callable = rewards_at_last_token,
+                   **overrides) -> dict:
     """Train a reward model from the `sft` stage on `train_rows` with the preset's settings, evaluate it on
     `heldout_rows`, normalise it on SFT samples and save it to `out_dir` (a directory `RewardScorer` loads). The
-    `reward` stage's builder; lab 07 trains one on AI labels with it. Returns the `reward` stage's metrics."""
+    `reward` stage's builder; lab 07 trains one on AI labels with it. Keyword overrides replace RewardConfig fields.
+    Returns the `reward` stage's metrics."""
     out_dir = Path(out_dir)
-    config = RewardConfig.from_preset(ws.preset, ws.seed)
+    config = RewardConfig.from_preset(ws.preset, ws.seed, **overrides)
     model, tokenizer = init_reward_model(ws.require("sft"), seed=config.seed)
     started = time.perf_counter()
     metrics = train_reward_model(model, tokenizer, train_rows, config, loss_fn, pick_fn, callback)

@@ -79,13 +79,14 @@ def train_sft(model, tokenizer, demos: list[dict], config: SFTConfig, loss_fn: C
     return {"final_loss": tail_mean(losses)}
 
 
-def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = sft_loss) -> dict:
-    """Workspace stage `sft`: fine-tune the base model on the demos; measure base and SFT on held-out prompts."""
+def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = sft_loss, **overrides) -> dict:
+    """Workspace stage `sft`: fine-tune the base model on the demos; measure base and SFT on held-out prompts.
+    Keyword overrides replace SFTConfig fields (e.g. lora_rank=8, from `rlhf-kit sft --lora-rank 8`)."""
     world = load_world(ws.require("world"))
     model, tokenizer = load_causal_lm(ws.require("base"))
     before = on_heldout(ws, {"base": model}, tokenizer)["base"]
     started = time.perf_counter()
-    metrics = train_sft(model, tokenizer, world.demos, SFTConfig.from_preset(ws.preset, ws.seed),
+    metrics = train_sft(model, tokenizer, world.demos, SFTConfig.from_preset(ws.preset, ws.seed, **overrides),
                         loss_fn=loss_fn, callback=callback)
     train_seconds = time.perf_counter() - started
     after = on_heldout(ws, {"sft": model}, tokenizer)["sft"]

@@ -155,3 +155,31 @@ def test_the_command_line_trains_with_lora(micro_rm_ws, tmp_path, capsys):
     assert metrics["config"]["lora_rank"] == 4 and metrics["inputs"]["lora_rank"] == 4
     model, _ = load_causal_lm(tmp_path / micro_rm_ws.root.name / "dpo")          # merged: a plain model
     assert not is_lora(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, stage, config", [("sft", "sft", "SFTConfig"), ("reward", "reward", "RewardConfig")])
+def test_sft_and_reward_take_a_lora_rank_on_the_command_line(micro_rm_ws, tmp_path, capsys, command, stage, config):
+    import json
+    import shutil
+
+    from rlhf_kit.cli import main
+
+    root = tmp_path / micro_rm_ws.root.name
+    shutil.copytree(micro_rm_ws.root, root)
+    home = ["--preset", "micro", "--workspace", str(tmp_path)]
+    before = (root / stage / "DONE.json").read_text()
+    assert main([command, *home, "--lora-rank", "-1"]) == 2
+    assert f"--lora-rank -1: {config}.lora_rank must be a whole number >= 0" in capsys.readouterr().err
+    assert (root / stage / "DONE.json").read_text() == before                  # the bad flag built nothing
+    assert main([command, *home, "--lora-rank", "4", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["inputs"]["lora_rank"] == 4
+    if command == "sft":
+        model, _ = load_causal_lm(root / "sft")                                  # merged: a plain model
+        assert not is_lora(model)
+    else:
+        from rlhf_kit.reward import RewardScorer
+
+        scorer = RewardScorer(root / "reward")
+        assert not is_lora(scorer.model)
