@@ -59,3 +59,15 @@ def test_playground_bench_splits_the_first_curves_seconds(micro_rm_ws, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["first_curve_seconds"] > result["build_seconds"] > 0 and result["draw_seconds"] > 0
     assert result["step_and_rest_seconds"] > 0
+
+
+def test_ratings_bench_checks_the_intervals_and_prints_the_ratio(capsys):
+    """bench/ratings.py (lab 08's bootstrap against one refit per replicate; formerly a timed unit test)."""
+    spec = importlib.util.spec_from_file_location("ratings_bench", os.path.join(REPO, "bench", "ratings.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--players", "4", "--games", "400", "--prompts", "32", "--boot", "20", "--repeats", "1",
+                       "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["same_intervals"] is True and result["refit_each_over_kit"] > 0
+    assert result["kit_median_seconds"] > 0 and result["boot"] == 20
