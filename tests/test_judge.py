@@ -5,7 +5,6 @@ import importlib.util
 import json
 import math
 import shutil
-import time
 
 import pytest
 import torch
@@ -369,9 +368,9 @@ def test_the_packaged_smollm2_loads_converts_once_and_judges(tmp_path, monkeypat
 
     monkeypatch.setattr(models, "convert_packaged", no_conversion)
     weights = folder / "model.safetensors"
-    mtime, started = weights.stat().st_mtime_ns, time.perf_counter()
+    mtime = weights.stat().st_mtime_ns
     load_pretrained(cache_dir=tmp_path, device=torch.device("cpu"))
-    assert weights.stat().st_mtime_ns == mtime and time.perf_counter() - started < 20
+    assert weights.stat().st_mtime_ns == mtime                  # loaded as it was: not written again
     assert judge_module.JUDGES[1] == "smollm2-135m-instruct"
 
 
