@@ -16,25 +16,28 @@ def run_cli(*args, env=None):
 
 
 @pytest.fixture(scope="module")
-def ci_home(tmp_path_factory):
-    """One ci workspace for the CLI tests: later commands reuse the stages earlier ones built."""
-    return tmp_path_factory.mktemp("ci-home")
+def cli_home(tmp_path_factory):
+    """One `micro` workspace for the command-line chain, built by the commands themselves, each in its own process;
+    later commands reuse the stages earlier ones built. Micro (seconds), not ci: the suite's ci workspace is built
+    once, by scripts/test.sh, and lab 01 asserts on it that SFT beats the base model; the chain here checks the
+    commands and that another process builds the same stages."""
+    return tmp_path_factory.mktemp("cli-home")
 
 
 @pytest.mark.slow
-def test_sft_ci_json_shows_gold_rising(ci_home):
-    """`rlhf-kit pretrain` then `rlhf-kit sft --preset ci --json`: gold after SFT above before. (In this order:
+def test_pretrain_then_sft_json(cli_home):
+    """`rlhf-kit pretrain` then `rlhf-kit sft --json`: the stage's metrics as the last line. (In this order:
     pretraining after SFT would rebuild the base model and remove the SFT model built from the old one.)"""
-    result = run_cli("pretrain", "--preset", "ci", "--workspace", str(ci_home), "--seed", "0", "--json")
+    result = run_cli("pretrain", "--preset", "micro", "--workspace", str(cli_home), "--seed", "0", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["stage"] == "base"
-    result = run_cli("sft", "--preset", "ci", "--workspace", str(ci_home), "--seed", "0", "--json")
+    result = run_cli("sft", "--preset", "micro", "--workspace", str(cli_home), "--seed", "0", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("gold_before", "gold_after", "format_rate_before", "format_rate_after", "seconds"):
-        assert key in metrics
-    assert metrics["gold_after"] > metrics["gold_before"] + 0.5, metrics
-    assert metrics["format_rate_after"] > metrics["format_rate_before"], metrics
+    assert (metrics["stage"], metrics["preset"], metrics["seed"]) == ("sft", "micro", 0)
+    for key in ("gold_before", "gold_after", "format_rate_before", "format_rate_after", "final_loss", "seconds"):
+        assert isinstance(metrics[key], float), (key, metrics)
+    assert 0 <= metrics["format_rate_after"] <= 1 and metrics["seconds"] > 0
 
 
 def test_unknown_preset_from_environment_is_one_clear_error(tmp_path):
@@ -91,18 +94,18 @@ def test_build_labs_check_passes_on_the_repository():
 
 
 @pytest.mark.slow
-def test_collect_then_reward_json(ci_home):
-    """`rlhf-kit collect --simulated --pairs N` then `rlhf-kit reward --json`, in the ci preset."""
-    result = run_cli("collect", "--simulated", "--pairs", "120", "--preset", "ci", "--workspace", str(ci_home),
+def test_collect_then_reward_json(cli_home):
+    """`rlhf-kit collect --simulated --pairs N` then `rlhf-kit reward --json`, after the test above."""
+    result = run_cli("collect", "--simulated", "--pairs", "12", "--preset", "micro", "--workspace", str(cli_home),
                      "--json")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1])["n_pairs"] == 120
-    result = run_cli("reward", "--preset", "ci", "--workspace", str(ci_home), "--json")
+    assert json.loads(result.stdout.strip().splitlines()[-1])["n_pairs"] == 12
+    result = run_cli("reward", "--preset", "micro", "--workspace", str(cli_home), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("n_pairs", "heldout_accuracy", "gold_accuracy", "annotator_gold_agreement", "seconds"):
         assert key in metrics
-    assert metrics["n_pairs"] == 120
+    assert metrics["n_pairs"] == 12
 
 
 def test_collect_without_simulated_says_how_to_label(tmp_path):
@@ -111,16 +114,17 @@ def test_collect_without_simulated_says_how_to_label(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_same_seed_gives_the_same_chain_in_another_process(ci_home):
-    """Same preset and seed, same course: the ci chain that the commands above built in their own processes has the
-    same metrics, timings aside, in every stage they share with the test suite's workspace (scripts/test.sh
-    builds that one first, in another process). Preferences differ on purpose: `collect` above asked for 120."""
+def test_the_same_seed_gives_the_same_chain_in_another_process(cli_home, tmp_path):
+    """Same preset and seed, same course: the chain that the commands above built, each in its own process, has the
+    same metrics, timings aside, as the same stages built here, in this process. Preferences differ on purpose:
+    `collect` above asked for 12 pairs."""
     from rlhf_kit.course import comparable, stage_metrics
     from rlhf_kit.workspace import Workspace
 
-    shared = Workspace("ci", seed=0)
-    shared.ensure("sft")
+    here = Workspace("micro", home=tmp_path, seed=0)
+    here.ensure("sft")
     strip = lambda root: comparable({"labs": [], "stages": stage_metrics(root)})["stages"]  # noqa: E731
-    mine, theirs = strip(ci_home / "ci-seed0"), strip(shared.root)
+    mine, theirs = strip(cli_home / "micro-seed0"), strip(here.root)
+    assert set(mine) >= {"world", "base", "sft"}
     for stage in ("world", "base", "sft"):
         assert mine[stage] == theirs[stage], (stage, mine[stage], theirs[stage])
