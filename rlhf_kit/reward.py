@@ -191,12 +191,14 @@ def preference_rows(ws, extra_stores=()) -> list[dict]:
 
 
 def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = bradley_terry_loss,
-                 pick_fn: Callable = rewards_at_last_token, extra_stores=(), **overrides) -> dict:
-    """Workspace stage `reward`: train the reward model, evaluate it on held-out prompts, normalise it. Keyword
-    overrides replace RewardConfig fields (e.g. lora_rank=8, from `rlhf-kit reward --lora-rank 8`)."""
-    config = RewardConfig.from_preset(ws.preset, ws.seed, **overrides)
+                 pick_fn: Callable = rewards_at_last_token, extra_stores=(), lora_rank: int = 0,
+                 lora_alpha: float | None = None) -> dict:
+    """Workspace stage `reward`: train the reward model, evaluate it on held-out prompts, normalise it. lora_rank > 0
+    (`rlhf-kit reward --lora-rank 8`): LoRA adapters on the body, merged into the saved weights."""
+    lora = {"lora_rank": lora_rank, "lora_alpha": lora_alpha}
+    config = RewardConfig.from_preset(ws.preset, ws.seed, **lora)
     train_rows, heldout_rows = split_by_prompt(preference_rows(ws, extra_stores), config.heldout_fraction, ws.seed)
-    return train_and_save(ws, train_rows, heldout_rows, out_dir, callback, loss_fn, pick_fn, **overrides)
+    return train_and_save(ws, train_rows, heldout_rows, out_dir, callback, loss_fn, pick_fn, **lora)
 
 
 def train_and_save(ws, train_rows: list[dict], heldout_rows: list[dict], out_dir, callback: Callable | None = None,
@@ -255,6 +257,7 @@ class RewardScorer:
         if not (path / "normalisation.json").is_file():
             raise ValueError(f"{path} is not a reward model written by the kit (no normalisation.json). "
                              f"Run `rlhf-kit reward` or ensure('reward').")
+        self.path = path
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
         disable_dropout(self.model)

@@ -79,14 +79,16 @@ def train_sft(model, tokenizer, demos: list[dict], config: SFTConfig, loss_fn: C
     return {"final_loss": tail_mean(losses)}
 
 
-def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = sft_loss, **overrides) -> dict:
+def build(ws, out_dir: Path, callback: Callable | None = None, loss_fn: Callable = sft_loss, lora_rank: int = 0,
+          lora_alpha: float | None = None) -> dict:
     """Workspace stage `sft`: fine-tune the base model on the demos; measure base and SFT on held-out prompts.
-    Keyword overrides replace SFTConfig fields (e.g. lora_rank=8, from `rlhf-kit sft --lora-rank 8`)."""
+    lora_rank > 0 (`rlhf-kit sft --lora-rank 8`): LoRA adapters, merged into the saved weights."""
     world = load_world(ws.require("world"))
     model, tokenizer = load_causal_lm(ws.require("base"))
     before = on_heldout(ws, {"base": model}, tokenizer)["base"]
     started = time.perf_counter()
-    metrics = train_sft(model, tokenizer, world.demos, SFTConfig.from_preset(ws.preset, ws.seed, **overrides),
+    config = SFTConfig.from_preset(ws.preset, ws.seed, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    metrics = train_sft(model, tokenizer, world.demos, config,
                         loss_fn=loss_fn, callback=callback)
     train_seconds = time.perf_counter() - started
     after = on_heldout(ws, {"sft": model}, tokenizer)["sft"]
