@@ -163,6 +163,7 @@ class DPOTrainer:
         self.step_count = 0
         self.history: list[dict] = []
         self.heldout_pairs: list[dict] = []      # from_workspace: the reward model's held-out pairs
+        self.custom_pairs = True                 # from_workspace: False when trained on workspace_pairs
 
     @classmethod
     def from_workspace(cls, ws, config: DPOConfig | None = None, extra_stores=(), pairs: tuple | None = None,
@@ -180,6 +181,7 @@ class DPOTrainer:
         kwargs.setdefault("reward_fn", RewardScorer(ws.require("reward"), device=next(policy.parameters()).device))
         trainer = cls(policy, tokenizer, train_rows, config, **kwargs)
         trainer.heldout_pairs = heldout_rows
+        trainer.custom_pairs = pairs is not None
         return trainer
 
     # ------------------------------------------------------------------------------------------ tokens
@@ -296,14 +298,16 @@ class DPOTrainer:
                 "rejected_logps": rejected.mean().item(), "n": len(rows)}
 
     @torch.no_grad()
-    def evaluate(self, prompts: list[str], seed: int | None = None, batch_size: int = 64) -> dict:
+    def evaluate(self, prompts: list[str], seed: int | None = None, batch_size: int = 64, policy=None) -> dict:
         """One sample per prompt at config.eval_temperature, from the same random streams as `evaluate.score_policy`
         (so the same samples), scored like it: {"gold", "format_rate", "proxy" (with a reward_fn), "samples"},
         plus "kl": KL(pi || pi_ref) per response in nats, the mean over the samples of sum_t log pi(y_t) -
         log pi_ref(y_t), both at the evaluation temperature (0 while pi = pi_ref), and "response_length": the
-        mean number of response tokens, eos included."""
+        mean number of response tokens, eos included. `policy`: another model to measure the same way (the
+        reference gives the figures from before training)."""
         cfg = self.config
-        return score_with_kl(self.policy, self.ref_policy, self.tokenizer, prompts, self.reward_fn,
+        return score_with_kl(self.policy if policy is None else policy, self.ref_policy, self.tokenizer, prompts,
+                             self.reward_fn,
                              cfg.max_new_tokens, cfg.eval_temperature, cfg.seed if seed is None else seed,
                              self.gold_fn, batch_size)
 
@@ -341,12 +345,19 @@ def run_dpo(ws, config: DPOConfig, save_dir=None, callback: Callable | None = No
     prompts = heldout_prompts(load_world(ws.require("world")))
     before = trainer.evaluate(prompts, seed=ws.seed)
     train_started = time.perf_counter()
-    history = trainer.train(callback=callback)
+    trainer.train(callback=callback)
     train_seconds = time.perf_counter() - train_started
     after = trainer.evaluate(prompts, seed=ws.seed)
-    pairs = trainer.evaluate_pairs(trainer.heldout_pairs)
     if save_dir is not None:
         trainer.save(save_dir)
+    return run_metrics(trainer, before, after, train_seconds, time.perf_counter() - started)
+
+
+def run_metrics(trainer: "DPOTrainer", before: dict, after: dict, train_seconds: float, seconds: float) -> dict:
+    """`run_dpo`'s metrics of a finished run: its settings, the held-out figures before and after, the implicit
+    reward model on the held-out pairs, the log-probabilities' first and last values, whose code it ran."""
+    config, history = trainer.config, trainer.history
+    pairs = trainer.evaluate_pairs(trainer.heldout_pairs)
     first, last = history[0], history[-1]
     return {
         "beta": config.beta, "loss": config.loss, "epochs": config.epochs, "lr": config.lr, "steps": len(history),
@@ -365,8 +376,32 @@ def run_dpo(ws, config: DPOConfig, save_dir=None, callback: Callable | None = No
         "rejected_logps_first": round(first["rejected_logps"], 3),
         "rejected_logps_last": round(last["rejected_logps"], 3),
         "ref_sequences": trainer.ref_sequences, "losses": trainer.whose(),
-        "train_seconds": round(train_seconds, 2), "seconds": round(time.perf_counter() - started, 2),
+        "train_seconds": round(train_seconds, 2), "seconds": round(seconds, 2),
     }
+
+
+def record_run(ws, trainer: "DPOTrainer", extra_stores, by: str, started: float) -> bool:
+    """Record a finished run as the workspace's `dpo` stage when it is what `ws.build("dpo", extra_stores=...,
+    loss_fn=..., logprobs_fn=...)` trains (the preset's DPOConfig, the workspace's own pairs, no LoRA) and the
+    stage is wanted (`ws.wants`): its model and `run_dpo`'s metrics, measured the same way (before: the
+    reference, which is the policy before training). Lab 08 then ranks lab 06's DPO instead of training it again.
+    Returns whether it recorded."""
+    if trainer.custom_pairs or trainer.config != DPOConfig.from_preset(ws.preset, ws.seed) \
+            or not ws.wants("dpo"):
+        return False
+    prompts = heldout_prompts(load_world(ws.require("world")))
+    before = trainer.evaluate(prompts, seed=ws.seed, policy=trainer.ref_policy)
+    after = trainer.evaluate(prompts, seed=ws.seed)
+    train_seconds = sum(s.get("seconds", 0.0) for s in trainer.history)
+
+    def write(out_dir: Path) -> dict:
+        trainer.save(out_dir)
+        return {**run_metrics(trainer, before, after, train_seconds, time.perf_counter() - started),
+                "config": asdict(trainer.config)}
+
+    loss_fn = None if trainer.loss_fn is LOSSES[trainer.config.loss] else trainer.loss_fn     # build's default
+    ws.record("dpo", write, by, extra_stores=extra_stores, loss_fn=loss_fn, logprobs_fn=trainer.logprobs_fn)
+    return True
 
 
 def build(ws, out_dir: Path, callback: Callable | None = None, extra_stores=(), loss_fn: Callable | None = None,
@@ -407,6 +442,7 @@ def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, pr
     rows = []
     for beta in betas:
         config = DPOConfig.from_preset(ws.preset, seed, beta=beta, **overrides)
+        started = time.perf_counter()
         trainer = DPOTrainer.from_workspace(ws, config, extra_stores=extra_stores, pairs=pairs, loss_fn=loss_fn,
                                             logprobs_fn=logprobs_fn)
         total = trainer.total_steps
@@ -428,4 +464,5 @@ def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, pr
                          "train_accuracy": _recent_mean([s["accuracy"] for s in trainer.history], 10),
                          "chosen_logps": implicit["chosen_logps"], "rejected_logps": implicit["rejected_logps"],
                          "samples": result["samples"]})
+        record_run(ws, trainer, extra_stores, "dpo.dpo_sweep", started)     # lab 06's DPO at the preset's beta
     return rows

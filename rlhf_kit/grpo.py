@@ -16,6 +16,7 @@ topic, length) and cannot see sentiment, instead of the learned reward model.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,7 @@ import torch
 
 from . import losses
 from .configs import PPOConfig
-from .ppo import PPOLosses, PPOTrainer, run_ppo
+from .ppo import PPOLosses, PPOTrainer, record_run, run_ppo
 from .world import verifier_reward
 
 REWARDS = ("rm", "verifier")   # what GRPO/RLOO optimise: the workspace's reward model, or the verifier program
@@ -71,7 +72,8 @@ def build(ws, out_dir: Path, callback: Callable | None = None, losses: PPOLosses
             "config": asdict(config)}
 
 
-def build_ai(ws, out_dir: Path, callback: Callable | None = None, **overrides) -> dict:
+def build_ai(ws, out_dir: Path, callback: Callable | None = None, losses: PPOLosses | None = None,
+             **overrides) -> dict:
     """Workspace stage `grpo-ai`: lab 07's last run, GRPO (`grpo_config(ws, **overrides)`) against the reward model
     trained on AI labels (the `ai-reward` stage) instead of lab 03's. proxy_before/after are that model's scores."""
     from dataclasses import asdict
@@ -80,7 +82,8 @@ def build_ai(ws, out_dir: Path, callback: Callable | None = None, **overrides) -
 
     config = grpo_config(ws, **overrides)
     scorer = RewardScorer(ws.require("ai-reward"))
-    return {**run_ppo(ws, config, save_dir=out_dir, callback=callback, reward_fn=scorer), "reward": "ai-reward",
+    return {**run_ppo(ws, config, save_dir=out_dir, callback=callback, reward_fn=scorer, losses=losses),
+            "reward": "ai-reward",
             "config": asdict(config)}
 
 
@@ -190,12 +193,16 @@ def kit_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward:
 
     config = config or grpo_config(ws, estimator)
     reward_name = "custom" if reward_fn is not None else reward
+    ai_reward = reward_fn is not None and getattr(reward_fn, "path", None) == ws.path("ai-reward")
     reward_fn = reward_fn or reward_function(reward)
+    started = time.perf_counter()
     with PeakMemory() as peak:
         trainer = PPOTrainer.from_workspace(ws, config, reward_fn=reward_fn, losses=losses)
         history = trainer.train()
     result = heldout_measurement(ws, trainer.unwrapped_policy, trainer.ref_policy, trainer.tokenizer,
                                  samples_per_prompt=samples_per_prompt)
+    # lab 07's PPO, GRPO and GRPO on AI labels are workspace stages lab 08 ranks: recorded, not trained again
+    record_run(ws, trainer, "grpo.kit_rl", reward="ai-reward" if ai_reward else reward_name, started=started)
     row = result_row(result, config, "kit", reward_name, sum(s["seconds"] for s in history) / len(history), peak)
     return {**row, "steps": len(history), "history": [{k: v for k, v in s.items() if k != "samples"} for s in history]}
 

@@ -19,6 +19,7 @@ up, and what it wrote instead.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 
 import torch
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from . import world
 from .evaluate import score_samples, score_with_kl
 from .models import load_causal_lm
-from .ppo import PPOConfig, PPOTrainer, adaptive_kl_update, rollout_kl  # noqa: F401
+from .ppo import PPOConfig, PPOTrainer, adaptive_kl_update, record_run, rollout_kl  # noqa: F401
 from .reward import RewardScorer
 from .sampling import generate
 from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, load_world, parse_prompt, words
@@ -86,6 +87,7 @@ def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prom
     for beta in tqdm(list(betas), desc="beta sweep", leave=False):
         config = PPOConfig.from_preset(ws.preset, seed, beta=beta,
                                        **({} if steps is None else {"steps": steps}), **overrides)
+        started = time.perf_counter()
         trainer = PPOTrainer.from_workspace(ws, config)
         every = max(1, config.steps // n_checkpoints)
         checkpoints = sorted({0, config.steps, *range(every, config.steps, every)})
@@ -99,6 +101,7 @@ def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prom
                          "train_kl": sum(recent) / len(recent) if recent else 0.0,
                          "history": [{k: stats[k] for k in ("step", "kl", "beta")} for stats in trainer.history],
                          "samples": result["samples"]})
+        record_run(ws, trainer, "hacking.beta_sweep", started=started)    # lab 05's beta = 0 run, lab 06's PPO
     return rows
 
 
@@ -111,15 +114,16 @@ def hacked_config(ws, **overrides) -> PPOConfig:
                                                        **overrides})
 
 
-def build(ws, out_dir, callback=None, **overrides) -> dict:
+def build(ws, out_dir, callback=None, losses=None, **overrides) -> dict:
     """Workspace stage `hacked`: `ppo.run_ppo` with `hacked_config` (lab 05's beta = 0 run), the policy saved to the
-    stage directory, so lab 08 ranks "the reward-hacked policy" beside the others."""
+    stage directory, so lab 08 ranks "the reward-hacked policy" beside the others. (Lab 05's sweep records its
+    beta = 0 run as this stage: `ppo.record_run`.)"""
     from dataclasses import asdict
 
     from .ppo import run_ppo
 
     config = hacked_config(ws, **overrides)
-    return {**run_ppo(ws, config, save_dir=out_dir, callback=callback), "config": asdict(config)}
+    return {**run_ppo(ws, config, save_dir=out_dir, callback=callback, losses=losses), "config": asdict(config)}
 
 
 # ------------------------------------------------------------------------------------------ best of n

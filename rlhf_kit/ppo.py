@@ -466,10 +466,12 @@ class PPOTrainer:
                          progress=self.accelerator.is_main_process)
 
     @torch.no_grad()
-    def evaluate(self, prompts: list[str], temperature: float | None = None, seed: int | None = None) -> dict:
+    def evaluate(self, prompts: list[str], temperature: float | None = None, seed: int | None = None,
+                 policy=None) -> dict:
         """`evaluate.score_policy` of the policy as it is now, with the trainer's reward model, over all processes:
         one sample per prompt at `temperature` (default config.eval_temperature; 0 is greedy), from the same random
         streams as `sampling.generate` with the same seed, so every before/after differs only by the policy.
+        `policy`: another model to measure the same way (the reference gives the figures from before training).
 
         Returns {"proxy", "gold", "format_rate", "samples": [{"prompt", "response", "proxy", "gold", "format_ok"}]}.
         """
@@ -483,8 +485,8 @@ class PPOTrainer:
         local = list(prompts[start:end])
         rows = []
         if local:
-            responses = generate(self.unwrapped_policy, self.tokenizer, local, self.config.max_new_tokens,
-                                 temperature, seed=seed, first_row=start)
+            responses = generate(self.unwrapped_policy if policy is None else policy, self.tokenizer, local,
+                                 self.config.max_new_tokens, temperature, seed=seed, first_row=start)
             rows = score_samples(local, responses, lambda p, r: self._proxy(p, r).tolist(), self.gold_fn)
         return summarise(gather_object(rows))
 
@@ -546,14 +548,20 @@ def run_ppo(ws, config: PPOConfig | None = None, save_dir=None, callback: Callab
     held-out prompts (eval temperature, same seed). What `rlhf-kit ppo --json` prints and the `ppo` stage records."""
     started = time.perf_counter()
     trainer = PPOTrainer.from_workspace(ws, config, reward_fn=reward_fn, losses=losses)
-    config = trainer.config
     heldout = heldout_prompts(load_world(ws.require("world")))
     before = trainer.evaluate(heldout)
-    history = trainer.train(callback=callback)
+    trainer.train(callback=callback)
     after = trainer.evaluate(heldout)
     if save_dir is not None:
         trainer.save(save_dir)
     trainer.close()
+    return run_metrics(trainer, before, after, time.perf_counter() - started)
+
+
+def run_metrics(trainer: PPOTrainer, before: dict, after: dict, seconds: float) -> dict:
+    """`run_ppo`'s metrics of a finished run: its settings, the held-out figures before and after, the KL of the
+    last training steps, whose losses it ran, its time."""
+    config, history = trainer.config, trainer.history
     return {
         "beta": config.beta, "clip_eps": config.clip_eps, "lr": config.lr, "steps": len(history),
         "gold_before": round(before["gold"], 4), "gold_after": round(after["gold"], 4),
@@ -563,8 +571,46 @@ def run_ppo(ws, config: PPOConfig | None = None, save_dir=None, callback: Callab
         "final_beta": round(trainer.beta, 6), "losses": trainer.losses.whose(),
         "estimator": config.estimator, "group_size": config.group_size, "kl_in": config.kl_in,
         "train_seconds": round(sum(s["seconds"] for s in history), 2),
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
     }
+
+
+def stage_of_run(ws, config: PPOConfig, reward: str = "rm") -> str | None:
+    """The workspace stage a run with these settings is (what `ws.build(stage)` would train), or None: "ppo"
+    (the preset's PPO), "hacked" (lab 05's beta = 0 push), "grpo" (the preset's GRPO), against the reward model
+    (`reward` "rm"); "grpo-ai" (the preset's GRPO) against the AI-label reward model ("ai-reward")."""
+    from .grpo import grpo_config
+    from .hacking import hacked_config
+
+    candidates = {"rm": {"ppo": PPOConfig.from_preset(ws.preset, ws.seed), "grpo": grpo_config(ws, "grpo"),
+                         "hacked": hacked_config(ws)},
+                  "ai-reward": {"grpo-ai": grpo_config(ws, "grpo")}}.get(reward, {})
+    return next((stage for stage, settings in candidates.items() if settings == config), None)
+
+
+def record_run(ws, trainer: PPOTrainer, by: str, reward: str = "rm", started: float | None = None) -> str | None:
+    """Record a finished run as the workspace stage it equals (`stage_of_run`), if that stage is wanted
+    (`ws.wants`: not built yet, or built with other preset values): its model and the metrics its builder would
+    have written, measured the same way (the held-out prompts, one sample each, before (the reference, which is
+    the policy before training) and after). So lab 08 ranks the policies labs 05-07 trained instead of training
+    them again. Returns the stage recorded, or None."""
+    losses = trainer.losses
+    yours = any(who != "the kit's" for who in losses.whose().values())
+    stage = stage_of_run(ws, trainer.config, reward)
+    if stage is None or not ws.wants(stage) or trainer.config.lora_rank:
+        return None
+    heldout = heldout_prompts(load_world(ws.require("world")))
+    before = trainer.evaluate(heldout, policy=trainer.ref_policy)
+    after = trainer.evaluate(heldout)
+    extra = {"grpo": {"reward": "rm"}, "grpo-ai": {"reward": "ai-reward"}}.get(stage, {})
+    seconds = time.perf_counter() - started if started is not None else sum(s["seconds"] for s in trainer.history)
+
+    def write(out_dir: Path) -> dict:
+        trainer.save(out_dir)
+        return {**run_metrics(trainer, before, after, seconds), **extra, "config": asdict(trainer.config)}
+
+    ws.record(stage, write, by, **({"losses": losses} if yours else {}))
+    return stage
 
 
 def build(ws, out_dir: Path, callback: Callable | None = None, losses: PPOLosses | None = None, **overrides) -> dict:

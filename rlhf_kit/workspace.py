@@ -130,7 +130,8 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "grpo-ai": ("ppo_", "grpo_"),
 }
 
-# What a learner runs to (re)build a stage by hand, and the lab that builds it (no lab builds `ppo`, `dpo` or `grpo`;
+# What a learner runs to (re)build a stage by hand, and the lab that builds it (`ppo`, `hacked`, `dpo`, `grpo` and
+# `grpo-ai` are recorded by labs 05-07 from their own runs when those have the stage's settings, `Workspace.record`;
 # lab 08 ensures them and the rest).
 COMMANDS = {"world": "pretrain", "base": "pretrain", "sft": "sft", "preferences": "collect --simulated",
             "reward": "reward", "ppo": "ppo", "dpo": "dpo", "grpo": "grpo", "hacked": "build hacked",
@@ -292,6 +293,33 @@ class Workspace:
                        "settings": self.settings(stage), "inputs": inputs}
             (out_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
         self._remove_downstream(stage)
+        return self.path(stage)
+
+    def wants(self, stage: str) -> bool:
+        """Whether `ensure(stage)` would (re)build `stage`: it is missing, damaged, or was built with other preset
+        values. A lab's run made with exactly the stage's settings then records itself as the stage (`record`)."""
+        record, _ = self.done_record(stage)
+        return record is None or bool(self.changed_settings(stage))
+
+    def record(self, stage: str, write: Callable[[Path], dict], by: str, **kwargs) -> Path:
+        """Record, as `stage`, a run a lab has just made with the settings `build(stage, **kwargs)` trains with, so
+        that no later lab trains it again (lab 08 ranks lab 05's beta = 0 run, lab 06's DPO and PPO runs, lab 07's
+        GRPO runs). `write(out_dir)` saves the run's model there and returns the metrics the stage's builder would
+        have returned; DONE.json is the one `build` writes (kwargs recorded as its inputs), plus "recorded_by":
+        `by`, the function that made the run. The stages it was trained from must be finished: they were, for
+        the run. Stages built from an older `stage` are removed, as after `build`."""
+        _check_stage(stage)
+        inputs = builder_inputs(_builder(stage), kwargs, self.root)
+        for dependency in STAGES[stage][0]:
+            self.require(dependency)
+        with self.writing(stage) as out_dir:
+            metrics = write(out_dir)
+            metrics = {"stage": stage, "preset": self.preset.name, "seed": self.seed, **metrics,
+                       "settings": self.settings(stage), "inputs": inputs, "recorded_by": by}
+            (out_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        self._remove_downstream(stage)
+        print(f"{stage}: this run is recorded as the workspace's {stage!r} stage ({by}), so no later lab trains it "
+              f"again.", flush=True)
         return self.path(stage)
 
     def _reuse(self, stage: str, callback: Callable | None) -> Path:
