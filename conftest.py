@@ -5,11 +5,12 @@
   training cell, and CI once failed lab 01's SFT cell on that wait alone ("Timeout of 5 seconds exceeded waiting
   for output") though the cell had finished. The wait is raised here; a cell that really hangs is still caught
   by CI's limit.
-- When a run executes solutions/ before labs/ (`make test` does), the labs/ notebooks' kernels start with
-  $RLHF_KIT_REUSE_BUILT=1: their `ws.build(...)` calls return the stages the solutions/ notebooks have just built
-  with the same kit code (replaying each stage's recorded curve) instead of training them again. What the labs/
-  copies add, that every cell runs with the exercise stubs falling back to the references, is still run and
-  asserted. `pytest labs/` alone builds as a learner's kernel does.
+- When a run executes solutions/ before labs/ (`make test` does), the solutions/ kernels start with
+  $RLHF_KIT_REUSE_BUILT=record and the labs/ kernels with =1: the labs/ notebooks' `ws.build(...)` calls return the
+  stages the solutions/ notebooks have just built with the same kit code (replaying each stage's recorded curve),
+  and their sweeps and TRL comparisons return the results the solutions/ kernels kept (`rlhf_kit.reuse`), instead
+  of training them again. What the labs/ copies add, that every cell runs with the exercise stubs falling back to
+  the references, is still run and asserted. `pytest labs/` alone builds as a learner's kernel does.
 """
 
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_kit.workspace import REUSE_VAR
+from rlhf_kit.reuse import RECORD, REUSE_VAR
 
 NBVAL_OUTPUT_TIMEOUT_S = 120
 ROOT = Path(__file__).resolve().parent
@@ -43,8 +44,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """Before nbval starts a notebook's kernel (in the setup of its first cell): $RLHF_KIT_REUSE_BUILT for labs/."""
-    if _notebook_folder(item) == "labs" and item.config.stash.get(_LABS_REUSE, False):
-        os.environ[REUSE_VAR] = "1"
+    """Before nbval starts a notebook's kernel (in the setup of its first cell): $RLHF_KIT_REUSE_BUILT, "record" for
+    solutions/ and "1" for labs/ when both run, solutions/ first; unset for everything else."""
+    mode = {"solutions": RECORD, "labs": "1"}.get(_notebook_folder(item))
+    if mode and item.config.stash.get(_LABS_REUSE, False):
+        os.environ[REUSE_VAR] = mode
     else:
         os.environ.pop(REUSE_VAR, None)

@@ -43,6 +43,7 @@ from .device import autocast, seed_everything
 from .evaluate import score_with_kl
 from .lora import AdapterOff, add_lora, merged_copy
 from .models import check_tokenizer, disable_dropout, load_causal_lm
+from .reuse import reusable
 from .reward import heldout_rows
 from .sft import _context_limit, collate, tokenize_demo
 from .training import adamw, batches, optimizer_step, run_steps, tail_mean
@@ -418,6 +419,7 @@ def _recent_mean(values: list[float], k: int) -> float | None:
     return sum(values[-k:]) / len(values[-k:]) if values else None
 
 
+@reusable
 def dpo_sweep(ws, betas, n_checkpoints: int = 4, samples_per_prompt: int = 4, prompts: list[str] | None = None,
               extra_stores=(), pairs: tuple | None = None, loss_fn: Callable | None = None,
               logprobs_fn: Callable = losses.sequence_logprobs, **overrides) -> list[dict]:

@@ -25,6 +25,7 @@ import torch
 from . import losses
 from .configs import PPOConfig
 from .ppo import PPOLosses, PPOTrainer, record_run, run_ppo
+from .reuse import reusable
 from .world import verifier_reward
 
 REWARDS = ("rm", "verifier")   # what GRPO/RLOO optimise: the workspace's reward model, or the verifier program
@@ -183,6 +184,7 @@ def sft_row(ws, samples_per_prompt: int = 4) -> dict:
                 trainer="SFT", steps=0)
 
 
+@reusable
 def kit_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward: str = "rm",
            reward_fn: Callable | None = None, losses: PPOLosses | None = None, samples_per_prompt: int = 4) -> dict:
     """One run of the kit's trainer from the SFT policy (estimator "gae" is PPO), default `grpo_config(ws,

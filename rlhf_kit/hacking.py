@@ -29,6 +29,7 @@ from . import world
 from .evaluate import score_samples, score_with_kl
 from .models import load_causal_lm
 from .ppo import PPOConfig, PPOTrainer, adaptive_kl_update, record_run, rollout_kl  # noqa: F401
+from .reuse import reusable
 from .reward import RewardScorer
 from .sampling import generate
 from .world import NEGATIVE_WORDS, POSITIVE_WORDS, gold_breakdown, load_world, parse_prompt, words
@@ -61,6 +62,7 @@ def evaluate_with_kl(trainer: PPOTrainer, prompts: list[str], batch_size: int = 
 
 
 # ------------------------------------------------------------------------------------------- beta sweep
+@reusable
 def beta_sweep(ws, betas, steps: int | None = None, n_checkpoints: int = 4, prompts: list[str] | None = None,
                samples_per_prompt: int = 4, **overrides) -> list[dict]:
     """One PPO run per beta, each from the SFT policy with the same seed, evaluated on held-out prompts at step 0
@@ -174,6 +176,7 @@ def empirical_best_of_n_kl(rewards, n: int, responses: list[str] | None = None) 
     return max(kl, 0.0)
 
 
+@reusable
 def best_of_n(ws, ns=(1, 2, 4, 8, 16), prompts: list[str] | None = None, temperature: float | None = None,
               seed: int | None = None, select=best_of_n_select) -> list[dict]:
     """Best-of-n sampling from the SFT policy, judged by the reward model; no training.

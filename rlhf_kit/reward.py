@@ -28,6 +28,7 @@ from .evaluate import score_samples
 from .lora import add_lora, merge_in_place
 from .losses import bradley_terry_loss, rewards_at_last_token
 from .models import check_tokenizer, disable_dropout, load_causal_lm
+from .reuse import load_trained_reward_model, reusable, save_trained
 from .sampling import generate
 from .training import adamw, batches, optimizer_step, right_pad, tail_mean, trl_cpu_args
 from .world import Attributes, gold_reward, heldout_prompts, instruction_for, load_world, parse_prompt
@@ -381,6 +382,7 @@ def train_small_reward_model(sft_dir, rows: list[dict], heldout_rows: list[dict]
     return {"n_pairs": len(rows), "accuracy": held["accuracy"], "gold_accuracy": held["gold_accuracy"]}
 
 
+@reusable(save=save_trained, load=load_trained_reward_model)
 def train_reward_with_trl(sft_dir, rows: list[dict], config: RewardConfig, output_dir=None):
     """The same training with TRL's RewardTrainer (CPU-safe settings): returns (model, tokenizer, train_loss)."""
     from datasets import Dataset

@@ -21,6 +21,7 @@ from .evaluate import on_heldout
 from .lora import add_lora, merge_in_place
 from .losses import sft_loss
 from .models import load_causal_lm
+from .reuse import load_trained_lm, reusable, save_trained
 from .training import adamw, batches, optimizer_step, right_pad, tail_mean, trl_cpu_args
 from .world import load_world
 
@@ -111,6 +112,7 @@ def trl_sft_config(preset, seed: int = 0) -> SFTConfig:
     return SFTConfig.from_preset(preset, seed, **({"steps": preset.trl_sft_steps} if preset.trl_sft_steps else {}))
 
 
+@reusable(save=save_trained, load=load_trained_lm)
 def train_sft_with_trl(base_dir, demos: list[dict], config: SFTConfig, output_dir=None):
     """The same fine-tune with TRL's SFTTrainer, CPU-safe: returns (model, tokenizer, train_loss).
 

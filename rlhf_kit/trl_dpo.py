@@ -49,6 +49,7 @@ from typing import Callable
 from .configs import DPOConfig
 from .dpo import PAIR_COLUMNS, DPOTrainer, check_pairs, total_steps, workspace_pairs
 from .models import load_causal_lm
+from .reuse import reusable
 from .sft import _context_limit
 from .training import quiet_trl, tail_mean, trl_cpu_args
 from .world import heldout_prompts, load_world
@@ -220,6 +221,7 @@ def kit_row(ws, loss: str = "sigmoid", beta: float | None = None, epochs: int | 
                 _measure(trainer, ws, heldout_rows))
 
 
+@reusable
 def loss_type_table(ws, loss_types=("sigmoid", "ipo", "hinge"), include_kit: bool = True, **overrides) -> list[dict]:
     """One row per run (`trl_dpo`'s keys): the kit's sigmoid and ipo first when include_kit, then TRL with each of
     `loss_types`, all on the same pairs with the same settings (`overrides`: beta, epochs, lr, seed, pairs). Every

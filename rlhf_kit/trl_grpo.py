@@ -85,6 +85,7 @@ from .configs import PPOConfig
 from .device import PeakMemory, pick_device
 from .grpo import grpo_config, heldout_measurement, result_row, reward_function
 from .models import load_causal_lm
+from .reuse import reusable
 from .training import quiet_trl, trl_cpu_args
 from .world import load_world, training_prompts
 
@@ -217,6 +218,7 @@ def _config_for(ws, estimator: str, config: PPOConfig | None) -> PPOConfig:
     return config
 
 
+@reusable
 def trl_rl(ws, estimator: str = "grpo", config: PPOConfig | None = None, reward: str = "rm",
            samples_per_prompt: int = 4, output_dir=None) -> dict:
     """TRL's GRPOTrainer ("grpo") or RLOOTrainer ("rloo") from the workspace's SFT policy on the world's training
