@@ -5,6 +5,7 @@
   training cell, and CI once failed lab 01's SFT cell on that wait alone ("Timeout of 5 seconds exceeded waiting
   for output") though the cell had finished. The wait is raised here; a cell that really hangs is still caught
   by CI's limit.
+- The browser tests (tests/test_browser.py) run last, after the notebooks have built the ci workspace they open.
 - When a run executes solutions/ before labs/ (`make test` does), the solutions/ kernels start with
   $RLHF_KIT_REUSE_BUILT=record and the labs/ kernels with =1: the labs/ notebooks' `ws.build(...)` calls return the
   stages the solutions/ notebooks have just built with the same kit code (replaying each stage's recorded curve),
@@ -34,6 +35,9 @@ def _notebook_folder(item) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    # the browser tests last: by then the notebooks have built the ci workspace their JupyterLab kernels open
+    # (labs 02, 04, 05), which they would otherwise build themselves, under their time limit
+    items[:] = sorted(items, key=lambda item: Path(str(item.path)).name == "test_browser.py")
     for item in items:
         if hasattr(item, "output_timeout"):       # nbval's notebook cells
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S

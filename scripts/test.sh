@@ -15,7 +15,7 @@ if [ "${1:-}" = "--fast" ]; then
     .venv/bin/python -m pytest -p no:cacheprovider -q -m "not slow" --ignore=tests/test_browser.py tests "$@"
     exit
 fi
-# Build the ci workspace up to the reward model once, first: every notebook reuses these stages, and the
-# browser tests' JupyterLab kernels then only run labs 02 and 04 instead of training models under their time limit.
-.venv/bin/python -c 'from rlhf_kit.workspace import Workspace; print("built:", Workspace().ensure("reward"))'
+# The notebooks build the ci workspace's stages (labs 00-03 with the learner's functions, as a learner's kernels
+# do); the browser tests run after them (the root conftest.py orders them last), so their JupyterLab kernels find
+# the stages built instead of training under the tests' time limit.
 .venv/bin/python -m pytest -p no:cacheprovider --nbval-lax --durations=15 tests solutions labs "$@"

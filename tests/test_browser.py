@@ -45,9 +45,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ANNOTATOR = "browser-test"
 CLICKS = ("A", "B", "tie", "A")                        # then "Undo last" takes back the last A
 START_TIMEOUT_S = 120                                  # server start, page load, kernel start
-RUN_TIMEOUT_S = 8 * 60                                 # Run All to the last cell: lab 02 builds the ci workspace
-                                                       # (world, base, sft, preferences) on first run, 2-3 min;
-                                                       # lab 04 trains two 20-step PPO runs, about 1 min
+RUN_TIMEOUT_S = 8 * 60                                 # Run All to the last cell: in make test the notebooks
+                                                       # have built the ci workspace (these tests run last); run
+                                                       # alone, lab 02 builds it (world, base, sft, preferences),
+                                                       # 2-3 min; lab 04 trains two 20-step PPO runs, about 1 min
 CLICK_TIMEOUT_MS = 60_000                              # each click's round trip to the kernel and the view
 
 
