@@ -99,12 +99,23 @@ def workspace_pairs(ws, extra_stores=()) -> tuple[list[dict], list[dict]]:
     """(train, heldout), every row checked (`check_pairs`) before anything is trained: `gather_pairs`, with the
     pairs whose prompt the reward model held out (its `heldout.jsonl`) held out here too, so DPO's implicit reward
     model and lab 03's explicit one are measured on the same pairs and trained on none of them."""
-    rows = gather_pairs(ws, extra_stores)
+    rows, heldout = _with_text(gather_pairs(ws, extra_stores)), _with_text(heldout_rows(ws))
     check_pairs(rows)
-    heldout = heldout_rows(ws)
     check_pairs(heldout)
     held_prompts = {row["prompt"] for row in heldout}
     return [r for r in rows if r["prompt"] not in held_prompts], heldout
+
+
+def _with_text(rows: list[dict]) -> list[dict]:
+    """The sampled pairs without those where one answer is empty (the SFT model wrote its end token at once: a
+    fair preference for the reward model, which scores the prompt alone, but DPO's log-ratio needs response
+    tokens on both sides), saying how many were left out."""
+    kept = [r for r in rows if not isinstance(r, dict) or all(
+        not isinstance(r.get(c), str) or r[c].strip() for c in ("chosen", "rejected"))]
+    if len(kept) < len(rows):
+        print(f"DPO leaves out {len(rows) - len(kept)} of {len(rows)} pairs: one of their two answers is empty "
+              f"(the SFT model ended at once), and DPO needs text on both sides.", flush=True)
+    return kept
 
 
 # ------------------------------------------------------------------------------------------- trainer

@@ -191,7 +191,8 @@ class PPOTrainer:
         self.history: list[dict] = []
         self.last_batch: list[dict] = []
         self.updates: list[dict] = []       # the last step's updates: {"update", "loss", "policy_loss", "grad_norm",
-        #                                     "ratio_max_abs_dev"} each (this process's minibatch share)
+        #                                     "ratio_max_abs_dev", "advantage_abs_mean": the token mean of |A|}
+        #                                     each (this process's minibatch share)
         self._prompt_rng, self._prompt_queue = random.Random(config.seed), []
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self._good_state = self._snapshot()
@@ -349,7 +350,9 @@ class PPOTrainer:
                 sums["kl_loss"] += kl_term.item()
             grad_norm = self._backward_and_step(loss, mask)
             self.updates.append({"update": len(self.updates) + 1, "loss": loss.item(), "policy_loss": pg_loss.item(),
-                                 "grad_norm": grad_norm, "ratio_max_abs_dev": ratio_dev.item()})
+                                 "grad_norm": grad_norm, "ratio_max_abs_dev": ratio_dev.item(),
+                                 "advantage_abs_mean": ((advantages[idx].abs() * mask).sum()
+                                                        / mask.sum().clamp(min=1)).item()})
             for key, value in (("policy_loss", pg_loss), *pg_stats.items()):
                 sums[key] += torch.as_tensor(value).item()
         self._train_mode(False)

@@ -155,8 +155,11 @@ def test_cli_dpo_builds_the_stage_and_bad_input_touches_nothing(micro_rm_ws, tmp
     prompt = "### Instruction:\nWrite a positive review of a comedy about a dog.\n### Response:\n"
     PreferenceStore(labels).record("p1", prompt, "A fine film.", "", "A", annotator="you")
     before_labels = _snapshot(ws.root)
-    with pytest.raises(ValueError, match=r"you.jsonl, pair 1: 'rejected' is '', an empty rejected"):
-        ws.build("dpo", extra_stores=[labels])
+    capsys.readouterr()
+    train, heldout = workspace_pairs(ws, [labels])         # a sampled answer that was empty: left out, and said
+    assert "A fine film." not in {r["chosen"] for r in train + heldout}
+    said = capsys.readouterr().out
+    assert "DPO leaves out 1 of" in said and "one of their two answers is empty" in said
     PreferenceStore(labels).record("p1", prompt, "A fine film.", "A fine film.", "A", annotator="you")
     with pytest.raises(ValueError, match=r"you.jsonl, pair 1: 'chosen' and 'rejected' are the same text"):
         ws.build("dpo", extra_stores=[labels])
