@@ -68,19 +68,22 @@ def _root(arguments: dict) -> Path:
     return Workspace().root
 
 
-def key_of(name: str, arguments: dict, root: Path) -> str:
+def key_of(name: str, arguments: dict, root: Path, needs=CHAIN) -> str:
     chain = {stage: (root / stage / DONE_FILE).read_text() if (root / stage / DONE_FILE).is_file() else None
-             for stage in CHAIN}
+             for stage in needs}
     text = json.dumps({"name": name, "arguments": _describe(arguments), "chain": chain}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def reusable(fn: Callable | None = None, *, save: Callable | None = None, load: Callable | None = None):
+def reusable(fn: Callable | None = None, *, save: Callable | None = None, load: Callable | None = None,
+             needs: tuple[str, ...] = CHAIN):
     """Decorator: under $RLHF_KIT_REUSE_BUILT (set by the test suite, see the module's text), keep the result
     ("record") or return the kept one ("1"). `save(result, folder)` and `load(folder)` for a result torch.save
-    cannot keep (a model: save_pretrained); default: torch.save / torch.load of the result."""
+    cannot keep (a model: save_pretrained); default: torch.save / torch.load of the result. `needs`: the stages
+    whose records are part of the key (default the whole chain; lab 01's TRL SFT reads the base model only, and
+    the stages after it are rebuilt between the two passes' calls)."""
     if fn is None:
-        return lambda f: reusable(f, save=save, load=load)
+        return lambda f: reusable(f, save=save, load=load, needs=needs)
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -91,7 +94,7 @@ def reusable(fn: Callable | None = None, *, save: Callable | None = None, load: 
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         root = _root(bound.arguments)
-        path = root / FOLDER / f"{fn.__name__}-{key_of(fn.__name__, bound.arguments, root)}"
+        path = root / FOLDER / f"{fn.__name__}-{key_of(fn.__name__, bound.arguments, root, needs)}"
         if mode == "1" and (path / "DONE").is_file():
             print(f"{fn.__name__}: reusing the result the solutions/ notebooks computed with these settings "
                   f"(${REUSE_VAR}=1, set by the test suite's labs/ pass), not running it again.", flush=True)

@@ -382,7 +382,7 @@ def train_small_reward_model(sft_dir, rows: list[dict], heldout_rows: list[dict]
     return {"n_pairs": len(rows), "accuracy": held["accuracy"], "gold_accuracy": held["gold_accuracy"]}
 
 
-@reusable(save=save_trained, load=load_trained_reward_model)
+@reusable(save=save_trained, load=load_trained_reward_model, needs=("world", "base", "sft"))
 def train_reward_with_trl(sft_dir, rows: list[dict], config: RewardConfig, output_dir=None):
     """The same training with TRL's RewardTrainer (CPU-safe settings): returns (model, tokenizer, train_loss)."""
     from datasets import Dataset

@@ -112,7 +112,7 @@ def trl_sft_config(preset, seed: int = 0) -> SFTConfig:
     return SFTConfig.from_preset(preset, seed, **({"steps": preset.trl_sft_steps} if preset.trl_sft_steps else {}))
 
 
-@reusable(save=save_trained, load=load_trained_lm)
+@reusable(save=save_trained, load=load_trained_lm, needs=("world", "base"))
 def train_sft_with_trl(base_dir, demos: list[dict], config: SFTConfig, output_dir=None):
     """The same fine-tune with TRL's SFTTrainer, CPU-safe: returns (model, tokenizer, train_loss).
 
